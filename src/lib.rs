@@ -1,0 +1,26 @@
+//! wsrelay: a WebSocket fan-out relay. A client opens `ws://host/<path>`; the path picks a room;
+//! every message a member sends is relayed to the room's members, in one order for everyone.
+//!
+//! ```text
+//!  TCP ─▶ acceptor thread (mio)        plain HTTP: /healthz, /metrics, refusals
+//!         read the upgrade request under a deadline → route → admit → pick a worker
+//!               │ hand-off: socket + 101 response (crossbeam channel + mio::Waker)
+//!     ┌─────────┴──────────┬────────────────────┐
+//!   worker 0 (mio)       worker 1   …         worker N-1
+//!   owns its connections; decodes frames (tungstenite); each room has one owner worker
+//!   that sequences its messages and hands each one once to every worker with members
+//! ```
+//!
+//! - [`relay`]: the sans-IO core (rooms, sequencing, admission), tested without sockets.
+//! - [`config`]: the TOML file, parsed then validated.
+//! - [`http`]: request heads in, HTTP answers out.
+//! - [`metrics`]: counter names and the Prometheus rendering.
+//! - [`server`]: the threads and sockets.
+//!
+//! `relay` and `config` never import `server`.
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod relay;
+pub mod server;

@@ -1,0 +1,264 @@
+//! Counters, their names, and the Prometheus text rendering of `GET /metrics`.
+//!
+//! Every metric name lives here. The hot path never touches an atomic per message: a worker counts
+//! in a plain [`Tally`] and adds it to its shared [`WorkerCounters`] once per loop pass. No metric
+//! has a per-room label: pattern rooms are unbounded.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a WebSocket connection ended; the `reason` label of `wsrelay_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed (close frame or EOF).
+    Normal,
+    /// Nothing received for `idle_timeout`.
+    Idle,
+    /// Send queue past `send_queue_limit`.
+    SlowConsumer,
+    /// A message over `max_message_size` (1009).
+    TooBig,
+    /// Invalid UTF-8 in a text message (1007).
+    BadUtf8,
+    /// Any other protocol violation (1002).
+    Protocol,
+    /// The server is shutting down (1001).
+    Shutdown,
+    /// The room was removed from the configuration (1001).
+    RoomRemoved,
+    /// Over the room's message rate, or publishing without the right (1008).
+    Policy,
+    /// The socket failed (reset, broken pipe).
+    Error,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 10] = [
+        CloseReason::Normal,
+        CloseReason::Idle,
+        CloseReason::SlowConsumer,
+        CloseReason::TooBig,
+        CloseReason::BadUtf8,
+        CloseReason::Protocol,
+        CloseReason::Shutdown,
+        CloseReason::RoomRemoved,
+        CloseReason::Policy,
+        CloseReason::Error,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Normal => "normal",
+            CloseReason::Idle => "idle",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::TooBig => "too_big",
+            CloseReason::BadUtf8 => "bad_utf8",
+            CloseReason::Protocol => "protocol",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::RoomRemoved => "room_removed",
+            CloseReason::Policy => "policy",
+            CloseReason::Error => "error",
+        }
+    }
+}
+
+/// A worker's counts since its last [`WorkerCounters::add`]; plain integers, no atomics.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub messages_in: u64,
+    pub frames_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub closed: [u64; CloseReason::ALL.len()],
+}
+
+impl Tally {
+    pub fn is_zero(&self) -> bool {
+        self.messages_in == 0
+            && self.frames_out == 0
+            && self.bytes_in == 0
+            && self.bytes_out == 0
+            && self.closed.iter().all(|&c| c == 0)
+    }
+
+    pub fn closed(&mut self, reason: CloseReason) {
+        self.closed[reason as usize] += 1;
+    }
+}
+
+/// One worker's shared counters, read by the acceptor when it renders `/metrics`.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    messages_in: AtomicU64,
+    frames_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    closed: [AtomicU64; CloseReason::ALL.len()],
+}
+
+impl WorkerCounters {
+    /// Add a pass's tally and reset it.
+    pub fn add(&self, t: &mut Tally) {
+        if t.is_zero() {
+            return;
+        }
+        self.messages_in.fetch_add(t.messages_in, Relaxed);
+        self.frames_out.fetch_add(t.frames_out, Relaxed);
+        self.bytes_in.fetch_add(t.bytes_in, Relaxed);
+        self.bytes_out.fetch_add(t.bytes_out, Relaxed);
+        for (c, n) in self.closed.iter().zip(t.closed) {
+            if n > 0 {
+                c.fetch_add(n, Relaxed);
+            }
+        }
+        *t = Tally::default();
+    }
+
+    fn snapshot(&self) -> Tally {
+        let mut closed = [0; CloseReason::ALL.len()];
+        for (out, c) in closed.iter_mut().zip(&self.closed) {
+            *out = c.load(Relaxed);
+        }
+        Tally {
+            messages_in: self.messages_in.load(Relaxed),
+            frames_out: self.frames_out.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            closed,
+        }
+    }
+}
+
+/// The acceptor's own counts (it is one thread; it owns them outright).
+#[derive(Debug, Default, Clone)]
+pub struct AcceptorCounts {
+    /// Connections upgraded to WebSocket.
+    pub accepted: u64,
+    /// Handshakes refused, by HTTP status.
+    pub refused: Vec<(u16, u64)>,
+    pub connections_open: u64,
+    pub rooms_open: u64,
+    pub handshakes_pending: u64,
+}
+
+impl AcceptorCounts {
+    pub fn refused(&mut self, status: u16) {
+        match self.refused.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => {
+                self.refused.push((status, 1));
+                self.refused.sort();
+            }
+        }
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The Prometheus text exposition (format 0.0.4) of everything.
+pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounters>]) -> String {
+    let mut sum = Tally::default();
+    for w in workers {
+        let s = w.snapshot();
+        sum.messages_in += s.messages_in;
+        sum.frames_out += s.frames_out;
+        sum.bytes_in += s.bytes_in;
+        sum.bytes_out += s.bytes_out;
+        for (a, b) in sum.closed.iter_mut().zip(s.closed) {
+            *a += b;
+        }
+    }
+    let mut o = String::with_capacity(4096);
+    family(&mut o, "wsrelay_build_info", "gauge", "Build information.");
+    let _ = writeln!(
+        o,
+        "wsrelay_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let gauges = [
+        (
+            "wsrelay_connections_open",
+            "WebSocket connections open now.",
+            acceptor.connections_open,
+        ),
+        (
+            "wsrelay_rooms_open",
+            "Rooms with members now.",
+            acceptor.rooms_open,
+        ),
+        (
+            "wsrelay_handshakes_pending",
+            "TCP connections whose upgrade request is not complete yet.",
+            acceptor.handshakes_pending,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        family(&mut o, name, "gauge", help);
+        let _ = writeln!(o, "{name} {v}");
+    }
+    let counters = [
+        (
+            "wsrelay_connections_accepted_total",
+            "Connections upgraded to WebSocket.",
+            acceptor.accepted,
+        ),
+        (
+            "wsrelay_messages_received_total",
+            "Messages received from clients.",
+            sum.messages_in,
+        ),
+        (
+            "wsrelay_frames_delivered_total",
+            "Message frames queued to recipients.",
+            sum.frames_out,
+        ),
+        (
+            "wsrelay_received_bytes_total",
+            "Bytes read from WebSocket connections.",
+            sum.bytes_in,
+        ),
+        (
+            "wsrelay_sent_bytes_total",
+            "Bytes written to WebSocket connections.",
+            sum.bytes_out,
+        ),
+        (
+            "wsrelay_slow_consumer_disconnects_total",
+            "Clients closed because their send queue passed send_queue_limit.",
+            sum.closed[CloseReason::SlowConsumer as usize],
+        ),
+    ];
+    for (name, help, v) in counters {
+        family(&mut o, name, "counter", help);
+        let _ = writeln!(o, "{name} {v}");
+    }
+    family(
+        &mut o,
+        "wsrelay_connections_closed_total",
+        "counter",
+        "WebSocket connections closed, by reason.",
+    );
+    for r in CloseReason::ALL {
+        let _ = writeln!(
+            o,
+            "wsrelay_connections_closed_total{{reason=\"{}\"}} {}",
+            r.label(),
+            sum.closed[r as usize]
+        );
+    }
+    family(
+        &mut o,
+        "wsrelay_handshakes_refused_total",
+        "counter",
+        "Requests answered with an HTTP error instead of an upgrade, by status.",
+    );
+    for (status, n) in &acceptor.refused {
+        let _ = writeln!(
+            o,
+            "wsrelay_handshakes_refused_total{{status=\"{status}\"}} {n}"
+        );
+    }
+    o
+}

@@ -1,0 +1,575 @@
+//! The acceptor thread: listens, reads each upgrade request without blocking under the handshake
+//! deadline, answers plain HTTP and refusals itself, and hands admitted WebSocket connections to
+//! the workers, round-robin. It alone admits connections, so the connection and room counts
+//! ([`Admission`]) need no locks; workers report every closed connection back.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::bus::{Handoff, Mailbox, RoomSettings, ToAcceptor, ToWorker};
+use crate::config::{Config, IpNet};
+use crate::http::{self, Parsed, Request, Status};
+use crate::metrics::{self, AcceptorCounts, WorkerCounters};
+use crate::relay::admission::{Admission, Refusal};
+
+/// Wakes the acceptor when a worker reports.
+pub const WAKER: Token = Token(usize::MAX);
+/// SIGTERM or SIGINT arrived.
+const SIGNAL: Token = Token(usize::MAX - 1);
+/// Listeners take tokens `0..LISTENER_END`; handshakes in progress the tokens after.
+const LISTENER_END: usize = 1024;
+
+/// Handshakes in progress at once. Each holds at most `max_header_size` bytes; past this many,
+/// new connections are closed at once rather than letting half-open ones pile up memory.
+const MAX_PENDING: usize = 16 * 1024;
+
+/// Per read of a request head: most heads fit in one read.
+const READ_CHUNK: usize = 2048;
+
+/// A TCP connection whose request is being read, or whose HTTP answer is being written.
+struct Pending {
+    stream: TcpStream,
+    peer: SocketAddr,
+    buf: Vec<u8>,
+    deadline: Instant,
+    state: PendingState,
+}
+
+enum PendingState {
+    Reading,
+    /// An HTTP answer that ends the connection: write it, shut our side, wait for EOF.
+    Answering {
+        out: Vec<u8>,
+        written: usize,
+    },
+}
+
+/// What to do with a complete request.
+enum Answer {
+    Http(Vec<u8>),
+    Upgrade(Box<Admitted>),
+}
+
+/// An admitted upgrade: everything a worker needs but the socket.
+struct Admitted {
+    peer: SocketAddr,
+    ticket: crate::relay::admission::Ticket,
+    path: Box<str>,
+    settings: RoomSettings,
+    response: Vec<u8>,
+    early: Vec<u8>,
+}
+
+/// What the acceptor needs to start.
+pub struct AcceptorSetup {
+    pub poll: Poll,
+    pub listeners: Vec<TcpListener>,
+    pub inbox: Receiver<ToAcceptor>,
+    pub workers: Vec<Mailbox<ToWorker>>,
+    pub counters: Vec<Arc<WorkerCounters>>,
+    pub signals: UnixStream,
+    pub config: Config,
+}
+
+struct Acceptor {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    inbox: Receiver<ToAcceptor>,
+    workers: Vec<Mailbox<ToWorker>>,
+    worker_counters: Vec<Arc<WorkerCounters>>,
+    signals: UnixStream,
+    config: Config,
+    pending: Slab<Pending>,
+    admission: Admission,
+    counts: AcceptorCounts,
+    next_worker: usize,
+}
+
+/// Run the acceptor until a shutdown completes.
+pub fn run(setup: AcceptorSetup) -> io::Result<()> {
+    let server = &setup.config.server;
+    let admission = Admission::new(server.max_connections, server.max_connections_per_ip);
+    let mut a = Acceptor {
+        poll: setup.poll,
+        listeners: setup.listeners,
+        inbox: setup.inbox,
+        workers: setup.workers,
+        worker_counters: setup.counters,
+        signals: setup.signals,
+        config: setup.config,
+        pending: Slab::new(),
+        admission,
+        counts: AcceptorCounts::default(),
+        next_worker: 0,
+    };
+    for (i, l) in a.listeners.iter_mut().enumerate() {
+        a.poll
+            .registry()
+            .register(l, Token(i), Interest::READABLE)?;
+    }
+    a.poll
+        .registry()
+        .register(&mut a.signals, SIGNAL, Interest::READABLE)?;
+    a.run()
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+impl Acceptor {
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        let tick = (self.config.server.handshake_timeout / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {
+                        self.drain_inbox();
+                    }
+                    SIGNAL => return self.shutdown(),
+                    Token(i) if i < LISTENER_END => self.accept(i, now),
+                    Token(t) => self.on_pending(t - LISTENER_END, now),
+                }
+            }
+            if now >= next_tick {
+                self.expire(now);
+                next_tick = now + tick;
+            }
+        }
+    }
+
+    fn drain_inbox(&mut self) -> usize {
+        let mut stopped = 0;
+        while let Ok(msg) = self.inbox.try_recv() {
+            match msg {
+                ToAcceptor::Closed(tickets) => {
+                    for t in tickets {
+                        self.admission.release(t);
+                    }
+                }
+                ToAcceptor::Stopped => stopped += 1,
+            }
+        }
+        stopped
+    }
+
+    fn accept(&mut self, listener: usize, now: Instant) {
+        loop {
+            let (stream, peer) = match self.listeners[listener].accept() {
+                Ok(s) => s,
+                Err(e) if would_block(&e) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of file descriptors, most likely: the next turn of the loop retries.
+                    warn!("accept failed: {e}");
+                    return;
+                }
+            };
+            if self.pending.len() >= MAX_PENDING {
+                warn!("{peer}: {MAX_PENDING} handshakes in progress already; closing");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let entry = self.pending.vacant_entry();
+            let mut p = Pending {
+                stream,
+                peer,
+                buf: Vec::new(),
+                deadline: now + self.config.server.handshake_timeout,
+                state: PendingState::Reading,
+            };
+            let token = Token(LISTENER_END + entry.key());
+            if let Err(e) = self.poll.registry().register(
+                &mut p.stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                warn!("{peer}: cannot register: {e}");
+                continue;
+            }
+            entry.insert(p);
+            // No readiness check here: the registration reports what is already readable.
+        }
+    }
+
+    fn on_pending(&mut self, key: usize, now: Instant) {
+        let Some(p) = self.pending.get_mut(key) else {
+            return;
+        };
+        match p.state {
+            PendingState::Reading => self.read_request(key, now),
+            PendingState::Answering { .. } => self.write_answer(key),
+        }
+    }
+
+    fn read_request(&mut self, key: usize, now: Instant) {
+        let max = self.config.server.max_header_size;
+        let p = &mut self.pending[key];
+        loop {
+            let len = p.buf.len();
+            // Read a little past the limit so an oversized head is recognised as such.
+            let want = (max + 1).saturating_sub(len).clamp(1, READ_CHUNK);
+            p.buf.resize(len + want, 0);
+            match p.stream.read(&mut p.buf[len..]) {
+                Ok(0) => {
+                    p.buf.truncate(len);
+                    self.drop_pending(key);
+                    return;
+                }
+                Ok(n) => p.buf.truncate(len + n),
+                Err(e) => {
+                    p.buf.truncate(len);
+                    if would_block(&e) {
+                        break;
+                    }
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        self.drop_pending(key);
+                        return;
+                    }
+                }
+            }
+            match http::parse(&p.buf, max) {
+                Parsed::Partial if p.buf.len() <= max => continue,
+                Parsed::Partial | Parsed::TooLarge => {
+                    return self.answer_http(
+                        key,
+                        Status::HeadersTooLarge,
+                        "request head too large\n",
+                    );
+                }
+                Parsed::Invalid => {
+                    return self.answer_http(key, Status::BadRequest, "malformed request\n");
+                }
+                Parsed::Complete { request, len } => {
+                    let early = p.buf.split_off(len);
+                    let peer = p.peer;
+                    return match self.answer(&request, peer, early) {
+                        Answer::Http(out) => self.answer_with(key, out, now),
+                        Answer::Upgrade(h) => self.hand_off(key, *h),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Decide what a complete request gets.
+    fn answer(&mut self, req: &Request, peer: SocketAddr, early: Vec<u8>) -> Answer {
+        let refuse = |counts: &mut AcceptorCounts, status: Status, why: &str| {
+            counts.refused(status.code());
+            debug!(
+                "{peer} {} {}: {} {why}",
+                req.method,
+                req.path,
+                status.code()
+            );
+            Answer::Http(http::refusal(status, &format!("{why}\n")))
+        };
+        if req.method == "GET" && req.path == "/healthz" {
+            return Answer::Http(http::response(Status::Ok, &[], "ok\n"));
+        }
+        if req.method == "GET" && req.path == "/metrics" {
+            self.counts.connections_open = self.admission.open() as u64;
+            self.counts.rooms_open = self.admission.rooms() as u64;
+            self.counts.handshakes_pending = self.pending.len() as u64;
+            let body = metrics::render(&self.counts, &self.worker_counters);
+            return Answer::Http(http::response_typed(
+                Status::Ok,
+                "text/plain; version=0.0.4; charset=utf-8",
+                body.as_bytes(),
+            ));
+        }
+        let Some(room) = self.config.route(&req.path) else {
+            return refuse(&mut self.counts, Status::NotFound, "no room at this path");
+        };
+        if req.method != "GET" {
+            return refuse(
+                &mut self.counts,
+                Status::MethodNotAllowed,
+                "use GET to join a room",
+            );
+        }
+        if !req.upgrade_websocket {
+            return refuse(
+                &mut self.counts,
+                Status::UpgradeRequired,
+                "this is a WebSocket room: connect with a WebSocket client",
+            );
+        }
+        match req.version.as_deref() {
+            Some("13") => {}
+            Some(_) => {
+                return refuse(
+                    &mut self.counts,
+                    Status::UpgradeRequired,
+                    "unsupported Sec-WebSocket-Version",
+                );
+            }
+            None => {
+                return refuse(
+                    &mut self.counts,
+                    Status::BadRequest,
+                    "missing Sec-WebSocket-Version",
+                );
+            }
+        }
+        let key = match &req.key {
+            Some(k) if http::is_valid_key(k) => k,
+            _ => {
+                return refuse(
+                    &mut self.counts,
+                    Status::BadRequest,
+                    "missing or invalid Sec-WebSocket-Key",
+                );
+            }
+        };
+        if !req.http11 || !req.connection_upgrade || req.malformed {
+            return refuse(
+                &mut self.counts,
+                Status::BadRequest,
+                "malformed upgrade request",
+            );
+        }
+        if let Some(origin) = &req.origin
+            && !room.allowed_origins.is_empty()
+            && !room.allowed_origins.iter().any(|o| o == origin)
+        {
+            return refuse(&mut self.counts, Status::Forbidden, "origin not allowed");
+        }
+        let ip = client_ip(
+            peer.ip(),
+            req.forwarded_for.as_deref(),
+            &self.config.server.trusted_proxies,
+        );
+        let ticket = match self.admission.admit(&req.path, room.max_members, ip) {
+            Ok(t) => t,
+            Err(r) => {
+                let (status, why) = match r {
+                    Refusal::ServerFull => (Status::ServiceUnavailable, "server full"),
+                    Refusal::RoomFull => (Status::ServiceUnavailable, "room full"),
+                    Refusal::TooManyFromAddress => (
+                        Status::TooManyRequests,
+                        "too many connections from this address",
+                    ),
+                };
+                info!("{ip} {}: refused: {why}", req.path);
+                return refuse(&mut self.counts, status, why);
+            }
+        };
+        let protocol = http::choose_protocol(&req.protocols, &room.subprotocols);
+        self.counts.accepted += 1;
+        Answer::Upgrade(Box::new(Admitted {
+            peer: SocketAddr::new(ip, peer.port()),
+            ticket,
+            path: req.path.as_str().into(),
+            settings: RoomSettings {
+                echo: room.echo,
+                max_message_size: room.max_message_size,
+            },
+            response: http::switching_protocols(key, protocol),
+            early,
+        }))
+    }
+
+    fn hand_off(&mut self, key: usize, a: Admitted) {
+        let mut p = self.pending.remove(key);
+        let _ = self.poll.registry().deregister(&mut p.stream);
+        let Admitted {
+            peer,
+            ticket,
+            path,
+            settings,
+            response,
+            early,
+        } = a;
+        let h = Handoff {
+            stream: p.stream,
+            peer,
+            ticket,
+            room: ticket.room,
+            path,
+            settings,
+            response,
+            early,
+        };
+        let w = self.next_worker % self.workers.len();
+        self.next_worker = self.next_worker.wrapping_add(1);
+        if !self.workers[w].send(ToWorker::Conn(Box::new(h))) {
+            self.admission.release(ticket);
+        }
+    }
+
+    fn answer_http(&mut self, key: usize, status: Status, body: &str) {
+        self.counts.refused(status.code());
+        debug!(
+            "{}: {} {}",
+            self.pending[key].peer,
+            status.code(),
+            body.trim_end()
+        );
+        let now = Instant::now();
+        self.answer_with(key, http::refusal(status, body), now);
+    }
+
+    fn answer_with(&mut self, key: usize, out: Vec<u8>, now: Instant) {
+        let p = &mut self.pending[key];
+        p.buf = Vec::new();
+        p.state = PendingState::Answering { out, written: 0 };
+        // The answer and the wait for the client's EOF get a deadline of their own.
+        p.deadline = now + self.config.server.handshake_timeout;
+        self.write_answer(key);
+    }
+
+    fn write_answer(&mut self, key: usize) {
+        let p = &mut self.pending[key];
+        let PendingState::Answering { out, written } = &mut p.state else {
+            return;
+        };
+        while *written < out.len() {
+            match p.stream.write(&out[*written..]) {
+                Ok(0) => return self.drop_pending(key),
+                Ok(n) => *written += n,
+                Err(e) if would_block(&e) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.drop_pending(key),
+            }
+        }
+        if !out.is_empty() {
+            // Shut our side and drain theirs until EOF, so that unread request bytes do not turn
+            // the close into a reset that could destroy the answer in flight.
+            let _ = p.stream.shutdown(Shutdown::Write);
+            *out = Vec::new();
+        }
+        let mut sink = [0u8; 512];
+        loop {
+            match p.stream.read(&mut sink) {
+                Ok(0) => return self.drop_pending(key),
+                Ok(_) => {}
+                Err(e) if would_block(&e) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.drop_pending(key),
+            }
+        }
+    }
+
+    fn drop_pending(&mut self, key: usize) {
+        let mut p = self.pending.remove(key);
+        let _ = self.poll.registry().deregister(&mut p.stream);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let late: Vec<usize> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now >= p.deadline)
+            .map(|(k, _)| k)
+            .collect();
+        for key in late {
+            match self.pending[key].state {
+                PendingState::Reading => {
+                    debug!("{}: handshake timed out", self.pending[key].peer);
+                    self.answer_http(key, Status::RequestTimeout, "handshake timed out\n");
+                }
+                PendingState::Answering { .. } => self.drop_pending(key),
+            }
+        }
+    }
+
+    fn drain_signals(&mut self) {
+        let mut buf = [0u8; 64];
+        while matches!(self.signals.read(&mut buf), Ok(n) if n > 0) {}
+    }
+
+    /// Stop accepting, tell every worker to close its clients with 1001, and wait for them until
+    /// `shutdown_grace` has passed.
+    fn shutdown(&mut self) -> io::Result<()> {
+        let grace = self.config.server.shutdown_grace;
+        info!(
+            "shutting down: closing {} connections (grace {grace:?})",
+            self.admission.open()
+        );
+        for l in &mut self.listeners {
+            let _ = self.poll.registry().deregister(l);
+        }
+        self.listeners.clear();
+        let keys: Vec<usize> = self.pending.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.drop_pending(key);
+        }
+        let deadline = Instant::now() + grace;
+        for w in &self.workers {
+            w.send(ToWorker::Shutdown { deadline });
+        }
+        self.drain_signals();
+        // Workers give up on their clients at the deadline; the slack lets them report.
+        let hard_stop = deadline + Duration::from_secs(1);
+        let mut stopped = 0;
+        let mut events = Events::with_capacity(64);
+        while stopped < self.workers.len() {
+            let left = hard_stop.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                warn!(
+                    "{} workers did not stop in time",
+                    self.workers.len() - stopped
+                );
+                break;
+            }
+            match self.poll.poll(&mut events, Some(left)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => stopped += self.drain_inbox(),
+                    SIGNAL => {
+                        warn!("second signal: exiting without waiting for clients");
+                        std::process::exit(1);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// The client's address: the peer's, unless the peer is a trusted proxy, in which case the
+/// rightmost `X-Forwarded-For` address that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let Some(list) = forwarded_for else {
+        return peer;
+    };
+    let mut last = peer;
+    for hop in list.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if is_trusted(ip) => last = ip,
+            Ok(ip) => return ip,
+            Err(_) => return last,
+        }
+    }
+    last
+}

@@ -1,0 +1,96 @@
+//! What threads tell each other. Every channel is paired with the receiver's `mio::Waker`: a
+//! sender pushes, then wakes. Workers batch what they send to each other per loop pass.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::relay::RoomId;
+use crate::relay::admission::Ticket;
+use crate::relay::hub::Envelope;
+
+/// A frame encoded once, shared across workers.
+pub type SharedFrame = Arc<[u8]>;
+
+/// A member as the hubs know it: the worker-local connection id (slab key and generation).
+pub type MemberId = u64;
+
+/// An envelope between workers' hubs.
+pub type HubEnvelope = Envelope<SharedFrame, MemberId>;
+
+/// The room settings a connection needs on its worker.
+#[derive(Debug, Clone)]
+pub struct RoomSettings {
+    pub echo: bool,
+    pub max_message_size: usize,
+}
+
+/// A connection the acceptor has admitted, on its way to a worker.
+#[derive(Debug)]
+pub struct Handoff {
+    pub stream: mio::net::TcpStream,
+    pub peer: SocketAddr,
+    pub ticket: Ticket,
+    pub room: RoomId,
+    /// The request path, for logs.
+    pub path: Box<str>,
+    pub settings: RoomSettings,
+    /// The 101 response, written by the worker once the member has joined.
+    pub response: Vec<u8>,
+    /// Bytes the client sent after its request head (its first frames).
+    pub early: Vec<u8>,
+}
+
+/// What a worker receives.
+#[derive(Debug)]
+pub enum ToWorker {
+    Conn(Box<Handoff>),
+    /// Envelopes from one other worker, in the order it produced them.
+    Hub(Vec<HubEnvelope>),
+    /// Close every connection with 1001 and stop once they are gone (or at the deadline).
+    Shutdown {
+        deadline: std::time::Instant,
+    },
+}
+
+/// What the acceptor receives from workers.
+#[derive(Debug)]
+pub enum ToAcceptor {
+    /// These connections are gone: their admission tickets are free.
+    Closed(Vec<Ticket>),
+    /// A worker has no connections left after a shutdown and has stopped.
+    Stopped,
+}
+
+/// A channel's sending side with the receiver's waker.
+pub struct Mailbox<T> {
+    tx: Sender<T>,
+    waker: Arc<mio::Waker>,
+}
+
+impl<T> Clone for Mailbox<T> {
+    fn clone(&self) -> Self {
+        Mailbox {
+            tx: self.tx.clone(),
+            waker: Arc::clone(&self.waker),
+        }
+    }
+}
+
+impl<T> Mailbox<T> {
+    pub fn new(waker: Arc<mio::Waker>) -> (Self, Receiver<T>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (Mailbox { tx, waker }, rx)
+    }
+
+    /// Send and wake the receiver. False when the receiver is gone (it has stopped).
+    pub fn send(&self, msg: T) -> bool {
+        if self.tx.send(msg).is_err() {
+            return false;
+        }
+        // A wake can fail only if the poll is gone, which the failed send above already covers.
+        let _ = self.waker.wake();
+        true
+    }
+}

@@ -1,0 +1,150 @@
+//! The IO side: listeners, threads and sockets. [`run`] binds, starts the workers and runs the
+//! acceptor on the calling thread until a shutdown completes. The room logic it drives lives in
+//! [`crate::relay`]; this module only moves bytes and events.
+
+mod acceptor;
+mod bus;
+mod conn;
+mod outbox;
+mod wire;
+mod worker;
+
+use std::fmt;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use log::info;
+use mio::{Poll, Waker};
+
+pub use acceptor::client_ip;
+use bus::Mailbox;
+use conn::Timers;
+
+use crate::config::Config;
+use crate::metrics::WorkerCounters;
+use crate::relay::WorkerId;
+
+/// Why the server could not run.
+#[derive(Debug)]
+pub enum ServerError {
+    /// A listen address could not be bound (in use, not local, no permission).
+    Bind { addr: SocketAddr, source: io::Error },
+    /// The OS refused a poll, a waker, a thread or a signal handler: nothing the config can fix.
+    Setup {
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            ServerError::Setup { what, source } => write!(f, "cannot set up {what}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServerError::Bind { source, .. } | ServerError::Setup { source, .. } => Some(source),
+        }
+    }
+}
+
+fn setup(what: &'static str) -> impl FnOnce(io::Error) -> ServerError {
+    move |source| ServerError::Setup { what, source }
+}
+
+/// Bind the configured addresses, print `listening on ADDR` per listener on stdout, and serve
+/// until SIGTERM or SIGINT has been handled (every client closed with 1001, or the grace period
+/// over).
+pub fn run(config: Config) -> Result<(), ServerError> {
+    let mut listeners = Vec::new();
+    for &addr in &config.server.listen {
+        let l = mio::net::TcpListener::bind(addr)
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        listeners.push(l);
+    }
+
+    let (signals_rx, signals_tx) =
+        std::os::unix::net::UnixStream::pair().map_err(setup("the signal pipe"))?;
+    signals_rx
+        .set_nonblocking(true)
+        .map_err(setup("the signal pipe"))?;
+    signals_tx
+        .set_nonblocking(true)
+        .map_err(setup("the signal pipe"))?;
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let tx = signals_tx.try_clone().map_err(setup("the signal pipe"))?;
+        signal_hook::low_level::pipe::register(sig, tx).map_err(setup("signal handlers"))?;
+    }
+
+    let acceptor_poll = Poll::new().map_err(setup("the acceptor's poll"))?;
+    let acceptor_waker =
+        Arc::new(Waker::new(acceptor_poll.registry(), acceptor::WAKER).map_err(setup("a waker"))?);
+    let (to_acceptor, acceptor_inbox) = Mailbox::new(acceptor_waker);
+
+    let n = config.server.workers;
+    let mut polls = Vec::with_capacity(n);
+    let mut mailboxes = Vec::with_capacity(n);
+    let mut inboxes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let poll = Poll::new().map_err(setup("a worker's poll"))?;
+        let waker = Arc::new(Waker::new(poll.registry(), worker::WAKER).map_err(setup("a waker"))?);
+        let (mb, rx) = Mailbox::new(waker);
+        polls.push(poll);
+        mailboxes.push(mb);
+        inboxes.push(rx);
+    }
+    let counters: Vec<Arc<WorkerCounters>> = (0..n).map(|_| Arc::default()).collect();
+    let timers = Timers {
+        ping_interval: config.server.ping_interval,
+        idle_timeout: config.server.idle_timeout,
+        close_timeout: config.server.close_timeout,
+    };
+    let mut threads = Vec::with_capacity(n);
+    for (i, (poll, inbox)) in polls.into_iter().zip(inboxes).enumerate() {
+        let s = worker::WorkerSetup {
+            id: WorkerId(i as u32),
+            poll,
+            inbox,
+            peers: mailboxes.clone(),
+            acceptor: to_acceptor.clone(),
+            counters: Arc::clone(&counters[i]),
+            timers,
+            send_queue_limit: config.server.send_queue_limit,
+        };
+        let t = std::thread::Builder::new()
+            .name(format!("wsrelay-w{i}"))
+            .spawn(move || worker::run(s))
+            .map_err(setup("a worker thread"))?;
+        threads.push(t);
+    }
+
+    let mut stdout = io::stdout().lock();
+    for l in &listeners {
+        let addr = l.local_addr().map_err(setup("a listener"))?;
+        info!("listening on {addr} with {n} workers");
+        // Tests and scripts read the bound address (port 0 picks one) from this line.
+        let _ = writeln!(stdout, "listening on {addr}");
+    }
+    let _ = stdout.flush();
+    drop(stdout);
+
+    acceptor::run(acceptor::AcceptorSetup {
+        poll: acceptor_poll,
+        listeners,
+        inbox: acceptor_inbox,
+        workers: mailboxes,
+        counters,
+        signals: mio::net::UnixStream::from_std(signals_rx),
+        config,
+    })
+    .map_err(setup("the acceptor loop"))?;
+    // Workers that are still busy after the grace period end with the process.
+    drop(threads);
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Server-to-client frame bytes. Server frames are never masked, so a message encodes to the same
+//! bytes for every recipient: it is encoded here once and shared. Reading and validating client
+//! frames is tungstenite's job, not this module's.
+
+use std::sync::Arc;
+
+/// Frame opcodes the server sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opcode {
+    Text = 0x1,
+    Binary = 0x2,
+    Close = 0x8,
+    Ping = 0x9,
+}
+
+/// Append the header of a final, unmasked frame of `len` payload bytes.
+fn header(out: &mut Vec<u8>, op: Opcode, len: usize) {
+    out.push(0x80 | op as u8);
+    if len < 126 {
+        out.push(len as u8);
+    } else if len <= u16::MAX as usize {
+        out.push(126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+}
+
+/// One whole frame.
+pub fn frame(op: Opcode, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 10);
+    header(&mut out, op, payload.len());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A data frame to be shared by all recipients (one allocation per message).
+pub fn shared(op: Opcode, payload: &[u8]) -> Arc<[u8]> {
+    Arc::from(frame(op, payload))
+}
+
+/// A close frame with `code` and a reason cut to fit the 123 bytes a control frame allows,
+/// on a character boundary.
+pub fn close(code: u16, reason: &str) -> Vec<u8> {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    frame(Opcode::Close, &payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_use_the_shortest_form() {
+        assert_eq!(frame(Opcode::Text, b"hi"), b"\x81\x02hi");
+        let f = frame(Opcode::Binary, &[0; 126]);
+        assert_eq!(&f[..4], &[0x82, 126, 0, 126]);
+        let f = frame(Opcode::Binary, &[0; 65_536]);
+        assert_eq!(&f[..10], &[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+        assert_eq!(f.len(), 65_546);
+    }
+
+    #[test]
+    fn close_reason_is_cut_on_a_char_boundary() {
+        let f = close(1008, &"é".repeat(100));
+        assert_eq!(f[0], 0x88);
+        assert_eq!(f[1] as usize, f.len() - 2);
+        assert!(f.len() - 2 <= 125);
+        assert!(std::str::from_utf8(&f[4..]).is_ok());
+        assert_eq!(&f[2..4], &1008u16.to_be_bytes());
+    }
+}
