@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use wsrelay::config::Config;
+use wsrelay::server::ConfigSource;
 
 const USAGE: &str = "\
 usage: wsrelay [--config PATH] [--listen ADDR]...
@@ -26,6 +27,7 @@ options:
   -h, --help               print this help
 
 Logging goes to stderr; RUST_LOG sets the level (default info), e.g. RUST_LOG=debug.
+SIGHUP reloads the config file (rooms, limits) without dropping connections.
 SIGTERM or SIGINT closes every client with 1001 and exits 0 once they are gone or after
 shutdown_grace; a second signal exits at once.
 ";
@@ -106,10 +108,14 @@ fn main() -> ExitCode {
                 },
                 None => Config::builtin_default(),
             };
+            let source = config.map(|path| ConfigSource {
+                path,
+                listen: cfg.server.listen.clone(),
+            });
             if !listen.is_empty() {
                 cfg.server.listen = listen;
             }
-            match wsrelay::server::run(cfg) {
+            match wsrelay::server::run(cfg, source) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     log::error!("{e}");

@@ -139,6 +139,9 @@ pub struct AcceptorCounts {
     pub connections_open: u64,
     pub rooms_open: u64,
     pub handshakes_pending: u64,
+    /// SIGHUP reloads applied, and refused (the file did not validate).
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
 }
 
 impl AcceptorCounts {
@@ -260,5 +263,16 @@ pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounter
             "wsrelay_handshakes_refused_total{{status=\"{status}\"}} {n}"
         );
     }
+    family(
+        &mut o,
+        "wsrelay_config_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP), by result.",
+    );
+    let _ = writeln!(
+        o,
+        "wsrelay_config_reloads_total{{result=\"ok\"}} {}\nwsrelay_config_reloads_total{{result=\"failed\"}} {}",
+        acceptor.reloads_ok, acceptor.reloads_failed
+    );
     o
 }

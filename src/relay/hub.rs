@@ -210,6 +210,13 @@ impl<F: Clone, M: Copy + PartialEq> Hub<F, M> {
         }
     }
 
+    /// A reload changed the room's `echo`.
+    pub fn set_echo(&mut self, room: RoomId, echo: bool) {
+        if let Some(local) = self.local.get_mut(&room) {
+            local.echo = echo;
+        }
+    }
+
     /// Rooms with members on this worker.
     pub fn local_rooms(&self) -> usize {
         self.local.len()

@@ -14,7 +14,10 @@ use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::bus::{Handoff, Mailbox, RoomSettings, ToAcceptor, ToWorker};
+use std::path::PathBuf;
+
+use super::bus::{Handoff, Mailbox, RoomSettings, ToAcceptor, ToWorker, WorkerConfig};
+use super::conn::Timers;
 use crate::config::{Config, IpNet};
 use crate::http::{self, Parsed, Request, Status};
 use crate::metrics::{self, AcceptorCounts, WorkerCounters};
@@ -24,12 +27,17 @@ use crate::relay::admission::{Admission, Refusal};
 pub const WAKER: Token = Token(usize::MAX);
 /// SIGTERM or SIGINT arrived.
 const SIGNAL: Token = Token(usize::MAX - 1);
+/// SIGHUP arrived.
+const RELOAD: Token = Token(usize::MAX - 2);
 /// Listeners take tokens `0..LISTENER_END`; handshakes in progress the tokens after.
 const LISTENER_END: usize = 1024;
 
 /// Handshakes in progress at once. Each holds at most `max_header_size` bytes; past this many,
 /// new connections are closed at once rather than letting half-open ones pile up memory.
 const MAX_PENDING: usize = 16 * 1024;
+
+/// The chat page served at `GET /` when `demo_page` is on: self-contained, no external assets.
+const DEMO_PAGE: &str = include_str!("../demo/chat.html");
 
 /// Per read of a request head: most heads fit in one read.
 const READ_CHUNK: usize = 2048;
@@ -76,7 +84,17 @@ pub struct AcceptorSetup {
     pub workers: Vec<Mailbox<ToWorker>>,
     pub counters: Vec<Arc<WorkerCounters>>,
     pub signals: UnixStream,
+    pub reloads: UnixStream,
     pub config: Config,
+    pub source: Option<ConfigSource>,
+}
+
+/// Where the running config came from, for SIGHUP.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    /// The file's own `listen` at start (before `--listen`), to notice an edit on reload.
+    pub listen: Vec<SocketAddr>,
 }
 
 struct Acceptor {
@@ -86,7 +104,9 @@ struct Acceptor {
     workers: Vec<Mailbox<ToWorker>>,
     worker_counters: Vec<Arc<WorkerCounters>>,
     signals: UnixStream,
+    reloads: UnixStream,
     config: Config,
+    source: Option<ConfigSource>,
     pending: Slab<Pending>,
     admission: Admission,
     counts: AcceptorCounts,
@@ -104,7 +124,9 @@ pub fn run(setup: AcceptorSetup) -> io::Result<()> {
         workers: setup.workers,
         worker_counters: setup.counters,
         signals: setup.signals,
+        reloads: setup.reloads,
         config: setup.config,
+        source: setup.source,
         pending: Slab::new(),
         admission,
         counts: AcceptorCounts::default(),
@@ -118,6 +140,9 @@ pub fn run(setup: AcceptorSetup) -> io::Result<()> {
     a.poll
         .registry()
         .register(&mut a.signals, SIGNAL, Interest::READABLE)?;
+    a.poll
+        .registry()
+        .register(&mut a.reloads, RELOAD, Interest::READABLE)?;
     a.run()
 }
 
@@ -128,9 +153,11 @@ fn would_block(e: &io::Error) -> bool {
 impl Acceptor {
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
-        let tick = (self.config.server.handshake_timeout / 4)
-            .clamp(Duration::from_millis(10), Duration::from_secs(1));
-        let mut next_tick = Instant::now() + tick;
+        let tick = |c: &Config| {
+            (c.server.handshake_timeout / 4)
+                .clamp(Duration::from_millis(10), Duration::from_secs(1))
+        };
+        let mut next_tick = Instant::now() + tick(&self.config);
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -146,13 +173,14 @@ impl Acceptor {
                         self.drain_inbox();
                     }
                     SIGNAL => return self.shutdown(),
+                    RELOAD => self.reload(),
                     Token(i) if i < LISTENER_END => self.accept(i, now),
                     Token(t) => self.on_pending(t - LISTENER_END, now),
                 }
             }
             if now >= next_tick {
                 self.expire(now);
-                next_tick = now + tick;
+                next_tick = now + tick(&self.config);
             }
         }
     }
@@ -295,6 +323,17 @@ impl Acceptor {
                 Status::Ok,
                 "text/plain; version=0.0.4; charset=utf-8",
                 body.as_bytes(),
+            ));
+        }
+        if req.method == "GET"
+            && req.path == "/"
+            && !req.upgrade_websocket
+            && self.config.server.demo_page
+        {
+            return Answer::Http(http::response_typed(
+                Status::Ok,
+                "text/html; charset=utf-8",
+                DEMO_PAGE.as_bytes(),
             ));
         }
         let Some(room) = self.config.route(&req.path) else {
@@ -491,6 +530,60 @@ impl Acceptor {
                 PendingState::Answering { .. } => self.drop_pending(key),
             }
         }
+    }
+
+    /// SIGHUP: read the file again and apply it, or keep the running config if it is broken.
+    fn reload(&mut self) {
+        let mut buf = [0u8; 64];
+        while matches!(self.reloads.read(&mut buf), Ok(n) if n > 0) {}
+        let Some(source) = &self.source else {
+            warn!("SIGHUP: running on the built-in config (no --config); nothing to reload");
+            return;
+        };
+        let mut new = match Config::load(&source.path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.counts.reloads_failed += 1;
+                warn!("reload failed, the running config stays in force: {e}");
+                return;
+            }
+        };
+        if new.server.listen != source.listen {
+            warn!(
+                "{}: listen changed; the listen addresses cannot change on reload: restart to apply",
+                source.path.display()
+            );
+        }
+        if new.server.workers != self.config.server.workers {
+            warn!(
+                "{}: workers changed; the worker count cannot change on reload: restart to apply",
+                source.path.display()
+            );
+        }
+        new.server.listen = self.config.server.listen.clone();
+        new.server.workers = self.config.server.workers;
+        let s = &new.server;
+        self.admission
+            .set_limits(s.max_connections, s.max_connections_per_ip);
+        let wc = Arc::new(WorkerConfig {
+            timers: Timers {
+                ping_interval: s.ping_interval,
+                idle_timeout: s.idle_timeout,
+                close_timeout: s.close_timeout,
+            },
+            send_queue_limit: s.send_queue_limit,
+            config: new.clone(),
+        });
+        for w in &self.workers {
+            w.send(ToWorker::Reload(Arc::clone(&wc)));
+        }
+        info!(
+            "config reloaded from {}: {} rooms",
+            source.path.display(),
+            new.rooms.len()
+        );
+        self.config = new;
+        self.counts.reloads_ok += 1;
     }
 
     fn drain_signals(&mut self) {

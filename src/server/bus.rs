@@ -48,10 +48,22 @@ pub enum ToWorker {
     Conn(Box<Handoff>),
     /// Envelopes from one other worker, in the order it produced them.
     Hub(Vec<HubEnvelope>),
+    /// A new configuration: timers and limits for everyone; connections whose room is gone
+    /// are closed with 1001.
+    Reload(Arc<WorkerConfig>),
     /// Close every connection with 1001 and stop once they are gone (or at the deadline).
     Shutdown {
         deadline: std::time::Instant,
     },
+}
+
+/// What a reload tells the workers.
+#[derive(Debug)]
+pub struct WorkerConfig {
+    pub timers: super::conn::Timers,
+    pub send_queue_limit: usize,
+    /// For routing each connection's path again.
+    pub config: crate::config::Config,
 }
 
 /// What the acceptor receives from workers.

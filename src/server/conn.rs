@@ -207,6 +207,14 @@ impl Conn {
         Readable::More
     }
 
+    /// A reload changed the room's message size limit.
+    pub fn set_max_message_size(&mut self, max: usize) {
+        self.ctx.set_config(|c| {
+            c.max_message_size = Some(max);
+            c.max_frame_size = Some(max);
+        });
+    }
+
     /// Bytes read since the last call.
     pub fn take_rx_bytes(&mut self) -> u64 {
         std::mem::take(&mut self.rx)

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use log::info;
 use mio::{Poll, Waker};
 
-pub use acceptor::client_ip;
+pub use acceptor::{ConfigSource, client_ip};
 use bus::Mailbox;
 use conn::Timers;
 
@@ -61,7 +61,7 @@ fn setup(what: &'static str) -> impl FnOnce(io::Error) -> ServerError {
 /// Bind the configured addresses, print `listening on ADDR` per listener on stdout, and serve
 /// until SIGTERM or SIGINT has been handled (every client closed with 1001, or the grace period
 /// over).
-pub fn run(config: Config) -> Result<(), ServerError> {
+pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerError> {
     let mut listeners = Vec::new();
     for &addr in &config.server.listen {
         let l = mio::net::TcpListener::bind(addr)
@@ -81,6 +81,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         let tx = signals_tx.try_clone().map_err(setup("the signal pipe"))?;
         signal_hook::low_level::pipe::register(sig, tx).map_err(setup("signal handlers"))?;
     }
+    let (reloads_rx, reloads_tx) =
+        std::os::unix::net::UnixStream::pair().map_err(setup("the signal pipe"))?;
+    reloads_rx
+        .set_nonblocking(true)
+        .map_err(setup("the signal pipe"))?;
+    reloads_tx
+        .set_nonblocking(true)
+        .map_err(setup("the signal pipe"))?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, reloads_tx)
+        .map_err(setup("signal handlers"))?;
 
     let acceptor_poll = Poll::new().map_err(setup("the acceptor's poll"))?;
     let acceptor_waker =
@@ -141,7 +151,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         workers: mailboxes,
         counters,
         signals: mio::net::UnixStream::from_std(signals_rx),
+        reloads: mio::net::UnixStream::from_std(reloads_rx),
         config,
+        source,
     })
     .map_err(setup("the acceptor loop"))?;
     // Workers that are still busy after the grace period end with the process.

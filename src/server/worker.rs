@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use log::{debug, warn};
+use log::{debug, info, warn};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::bus::{Handoff, HubEnvelope, Mailbox, MemberId, SharedFrame, ToAcceptor, ToWorker};
+use super::bus::{
+    Handoff, HubEnvelope, Mailbox, MemberId, SharedFrame, ToAcceptor, ToWorker, WorkerConfig,
+};
 use super::conn::{Conn, Readable, Timers};
 use super::outbox::Push;
 use super::wire;
@@ -184,8 +186,7 @@ macro_rules! fanout {
 impl Worker {
     fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
-        let tick = tick_interval(&self.timers);
-        let mut next_tick = Instant::now() + tick;
+        let mut next_tick = Instant::now() + tick_interval(&self.timers);
         loop {
             let timeout = if self.again.is_empty() {
                 next_tick.saturating_duration_since(Instant::now())
@@ -217,7 +218,7 @@ impl Worker {
             }
             if now >= next_tick {
                 self.tick(now);
-                next_tick = now + tick;
+                next_tick = now + tick_interval(&self.timers);
             }
             self.end_pass();
             if let Some(deadline) = self.stopping {
@@ -246,6 +247,7 @@ impl Worker {
                     }
                     self.cut_slow(now);
                 }
+                ToWorker::Reload(cfg) => self.reload(&cfg, now),
                 ToWorker::Shutdown { deadline } => {
                     self.stopping = Some(deadline);
                     let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
@@ -259,6 +261,37 @@ impl Worker {
                         );
                         self.left(key);
                     }
+                }
+            }
+        }
+    }
+
+    fn reload(&mut self, cfg: &WorkerConfig, now: Instant) {
+        self.timers = cfg.timers;
+        self.limit = cfg.send_queue_limit;
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let c = &mut self.conns[key];
+            if !c.is_open() {
+                continue;
+            }
+            match cfg.config.route(&c.path) {
+                Some(room) => {
+                    c.set_max_message_size(room.max_message_size);
+                    let id = c.room;
+                    self.hub.set_echo(id, room.echo);
+                }
+                None => {
+                    info!("{} in {}: room removed by reload; closing", c.peer, c.path);
+                    c.close(
+                        1001,
+                        "room removed",
+                        CloseReason::RoomRemoved,
+                        now,
+                        &self.timers,
+                    );
+                    self.left(key);
+                    mark_dirty(&mut self.conns, &mut self.dirty, key);
                 }
             }
         }
