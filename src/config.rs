@@ -20,6 +20,10 @@ const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 const GIB: u64 = 1024 * MIB;
 
+/// A room's message rate per member, in messages per second (0: no limit). Off by default: a
+/// chat has no natural rate, and the send-queue bound already protects the server.
+pub const DEFAULT_MAX_MESSAGES_PER_SECOND: u32 = 0;
+
 /// Addresses to listen on. Loopback, so a fresh install is reachable only through a reverse proxy
 /// on the same host (nginx) until the operator opens it on purpose.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
@@ -136,6 +140,8 @@ pub struct RoomConfig {
     pub allowed_origins: Vec<String>,
     /// The room's own key, or the server's `max_message_size` when absent.
     pub max_message_size: usize,
+    /// Messages a member may send per second, with a burst of as many; 0: no limit.
+    pub max_messages_per_second: u32,
 }
 
 /// An IP network such as `10.0.0.0/8` or `::1/128`.
@@ -241,6 +247,7 @@ impl Config {
                 echo: DEFAULT_ECHO,
                 allowed_origins: Vec::new(),
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+                max_messages_per_second: DEFAULT_MAX_MESSAGES_PER_SECOND,
             }],
         }
     }
@@ -421,6 +428,7 @@ struct RawRoom {
     echo: Option<bool>,
     allowed_origins: Vec<Spanned<String>>,
     max_message_size: Option<Spanned<RawSize>>,
+    max_messages_per_second: Option<Spanned<u32>>,
 }
 
 /// `listen`: one address or a list of them.
@@ -761,6 +769,9 @@ fn room_keys(raw: RawRoom, path: String, server: &ServerConfig) -> Result<RoomCo
         echo: raw.echo.unwrap_or(DEFAULT_ECHO),
         allowed_origins,
         max_message_size,
+        max_messages_per_second: raw
+            .max_messages_per_second
+            .map_or(DEFAULT_MAX_MESSAGES_PER_SECOND, Spanned::into_inner),
     })
 }
 
@@ -1052,6 +1063,7 @@ mod tests {
             echo: true,
             allowed_origins: vec![],
             max_message_size: 1024 * 1024, // the server's
+            max_messages_per_second: 0,
         };
         assert_eq!(config.rooms, vec![expected]);
     }
@@ -1384,7 +1396,7 @@ mod tests {
         assert_eq!(
             err("[[room]]\npath = \"/chat\"\nehco = true\n"),
             "3:1: unknown field `ehco`, expected one of `path`, `subprotocols`, `max_members`, `echo`, \
-             `allowed_origins`, `max_message_size`"
+             `allowed_origins`, `max_message_size`, `max_messages_per_second`"
         );
         assert_eq!(
             err("[sever]\n"),
@@ -1788,7 +1800,7 @@ mod tests {
                 .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} = ")))
         };
         let (server, room) = (keys("[server]"), keys("[[room]]\npath = \"/x\""));
-        assert_eq!((server.len(), room.len()), (14, 6));
+        assert_eq!((server.len(), room.len()), (14, 7));
         for key in server.into_iter().chain(room) {
             assert!(
                 documented(&key),

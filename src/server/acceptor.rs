@@ -422,6 +422,8 @@ impl Acceptor {
             settings: RoomSettings {
                 echo: room.echo,
                 max_message_size: room.max_message_size,
+                max_messages_per_second: room.max_messages_per_second,
+                may_publish: true,
             },
             response: http::switching_protocols(key, protocol),
             early,

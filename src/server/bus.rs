@@ -24,6 +24,11 @@ pub type HubEnvelope = Envelope<SharedFrame, MemberId>;
 pub struct RoomSettings {
     pub echo: bool,
     pub max_message_size: usize,
+    /// The room's `max_messages_per_second` (0: no limit), with a burst of the same size.
+    pub max_messages_per_second: u32,
+    /// False for a subscribe-only client (a token with `publish: false`): a message from it is
+    /// answered with close 1008.
+    pub may_publish: bool,
 }
 
 /// A connection the acceptor has admitted, on its way to a worker.

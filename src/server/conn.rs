@@ -20,7 +20,7 @@ use tungstenite::error::{CapacityError, Error as WsError};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
-use super::bus::MemberId;
+use super::bus::{MemberId, RoomSettings};
 use super::outbox::{Outbox, Push};
 use super::wire::{self, Opcode};
 use crate::metrics::CloseReason;
@@ -105,6 +105,9 @@ pub struct Conn {
     /// Already on the worker's list of connections to write this pass.
     pub dirty: bool,
     pub out: Outbox,
+    /// Tokens for the room's message rate; unused when `rate` is 0.
+    bucket: Bucket,
+    may_publish: bool,
     phase: Phase,
     ctx: WebSocketContext,
     last_rx: Instant,
@@ -114,6 +117,41 @@ pub struct Conn {
     eof: bool,
     failed: bool,
     reason: Option<CloseReason>,
+}
+
+/// A token bucket: `rate` messages per second with a burst of `rate`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    rate: u32,
+    tokens: f32,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32, now: Instant) -> Self {
+        Bucket {
+            rate,
+            tokens: rate as f32,
+            at: now,
+        }
+    }
+
+    /// Take a token for one message; false when the client is over the rate.
+    fn take(&mut self, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let rate = self.rate as f32;
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f32();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// tungstenite's settings for one connection.
@@ -135,12 +173,12 @@ impl Conn {
         ticket: Ticket,
         room: RoomId,
         path: Box<str>,
-        max_message_size: usize,
+        settings: &RoomSettings,
         early: Vec<u8>,
         now: Instant,
         timers: &Timers,
     ) -> Self {
-        let config = Some(ws_config(max_message_size));
+        let config = Some(ws_config(settings.max_message_size));
         let ctx = if early.is_empty() {
             WebSocketContext::new(Role::Server, config)
         } else {
@@ -156,6 +194,8 @@ impl Conn {
             member: None,
             dirty: false,
             out: Outbox::default(),
+            bucket: Bucket::new(settings.max_messages_per_second, now),
+            may_publish: settings.may_publish,
             phase: Phase::Open,
             ctx,
             last_rx: now,
@@ -207,6 +247,13 @@ impl Conn {
         Readable::More
     }
 
+    /// A reload changed the room's message rate.
+    pub fn set_rate(&mut self, rate: u32, now: Instant) {
+        if rate != self.bucket.rate {
+            self.bucket = Bucket::new(rate, now);
+        }
+    }
+
     /// A reload changed the room's message size limit.
     pub fn set_max_message_size(&mut self, max: usize) {
         self.ctx.set_config(|c| {
@@ -248,6 +295,20 @@ impl Conn {
         };
         let failure = loop {
             match self.ctx.read(&mut a) {
+                Ok(Message::Text(_) | Message::Binary(_))
+                    if self.phase == Phase::Open && !self.may_publish =>
+                {
+                    break Some((
+                        1008,
+                        "subscribe only: publishing not allowed",
+                        CloseReason::Policy,
+                    ));
+                }
+                Ok(Message::Text(_) | Message::Binary(_))
+                    if self.phase == Phase::Open && !self.bucket.take(now) =>
+                {
+                    break Some((1008, "rate limit", CloseReason::Policy));
+                }
                 Ok(Message::Text(t)) if self.phase == Phase::Open => {
                     publish(Opcode::Text, t.as_bytes())
                 }

@@ -278,6 +278,7 @@ impl Worker {
             match cfg.config.route(&c.path) {
                 Some(room) => {
                     c.set_max_message_size(room.max_message_size);
+                    c.set_rate(room.max_messages_per_second, now);
                     let id = c.room;
                     self.hub.set_echo(id, room.echo);
                 }
@@ -329,7 +330,7 @@ impl Worker {
             ticket,
             room,
             path,
-            settings.max_message_size,
+            &settings,
             early,
             now,
             &self.timers,
