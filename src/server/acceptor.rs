@@ -588,9 +588,14 @@ impl Acceptor {
         self.counts.reloads_ok += 1;
     }
 
-    fn drain_signals(&mut self) {
+    /// Read the signal pipe empty; one byte per signal delivered.
+    fn drain_signals(&mut self) -> usize {
         let mut buf = [0u8; 64];
-        while matches!(self.signals.read(&mut buf), Ok(n) if n > 0) {}
+        let mut n = 0;
+        while let Ok(k @ 1..) = self.signals.read(&mut buf) {
+            n += k;
+        }
+        n
     }
 
     /// Stop accepting, tell every worker to close its clients with 1001, and wait for them until
@@ -613,7 +618,10 @@ impl Acceptor {
         for w in &self.workers {
             w.send(ToWorker::Shutdown { deadline });
         }
-        self.drain_signals();
+        if self.drain_signals() > 1 {
+            warn!("second signal: exiting without waiting for clients");
+            std::process::exit(1);
+        }
         // Workers give up on their clients at the deadline; the slack lets them report.
         let hard_stop = deadline + Duration::from_secs(1);
         let mut stopped = 0;

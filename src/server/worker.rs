@@ -260,6 +260,7 @@ impl Worker {
                             &self.timers,
                         );
                         self.left(key);
+                        mark_dirty(&mut self.conns, &mut self.dirty, key);
                     }
                 }
             }

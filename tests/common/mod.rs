@@ -77,7 +77,9 @@ pub struct Daemon {
     child: Child,
     addr: SocketAddr,
     stderr: Option<JoinHandle<Vec<u8>>>,
-    _config: Option<TempFile>,
+    config: Option<TempFile>,
+    /// The test ended the daemon on purpose (see [`Daemon::wait_exit`]).
+    exit_expected: bool,
 }
 
 impl Daemon {
@@ -116,7 +118,8 @@ impl Daemon {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             stderr: Some(stderr),
-            _config: config,
+            config,
+            exit_expected: false,
         };
         let deadline = Instant::now() + START_DEADLINE;
         let line = match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -149,6 +152,47 @@ impl Daemon {
             "wsrelay: {why} (exit: {status:?})\n--- stderr ---\n{}",
             String::from_utf8_lossy(&stderr.unwrap_or_default())
         );
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send `signal` (e.g. `libc::SIGHUP`) to the daemon.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.child.id());
+    }
+
+    /// Replace the config file's contents (for a reload).
+    pub fn rewrite_config(&self, toml: &str) {
+        let file = self.config.as_ref().expect("started with a config file");
+        std::fs::write(file.path(), toml).expect("rewrite config");
+    }
+
+    /// Wait for the daemon to exit on its own (after a signal), at most `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        self.exit_expected = true;
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!("did not exit within {within:?}"));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The value of one sample of `GET /metrics`, e.g. `wsrelay_connections_open` or
+    /// `wsrelay_connections_closed_total{reason="normal"}`.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = self.http_get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -254,7 +298,7 @@ impl Drop for Daemon {
         let stderr = String::from_utf8_lossy(stderr.as_deref().unwrap_or_default()).into_owned();
         if thread::panicking() {
             eprintln!("--- wsrelay stderr ---\n{stderr}");
-        } else if let Some(status) = exited {
+        } else if let Some(status) = exited.filter(|_| !self.exit_expected) {
             panic!("wsrelay exited during the test ({status})\n--- stderr ---\n{stderr}");
         } else if stderr.contains("panicked at") {
             panic!("a wsrelay thread panicked\n--- stderr ---\n{stderr}");
