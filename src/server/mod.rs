@@ -18,6 +18,8 @@ use log::info;
 use mio::{Poll, Waker};
 
 pub use acceptor::{ConfigSource, client_ip};
+/// tungstenite's settings for a connection, as the workers use them (for fuzz targets and tests).
+pub use conn::ws_config;
 use bus::Mailbox;
 use conn::Timers;
 
