@@ -22,5 +22,6 @@
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod relay;
 pub mod server;

@@ -52,7 +52,10 @@ impl Notifier {
         match Notifier::new(&path, watchdog) {
             Ok(n) => Some(n),
             Err(e) => {
-                warn!("NOTIFY_SOCKET={}: {e}; not notifying systemd", path.display());
+                warn!(
+                    "NOTIFY_SOCKET={}: {e}; not notifying systemd",
+                    path.display()
+                );
                 None
             }
         }
@@ -144,10 +147,10 @@ impl Notifier {
 /// The watchdog period asked of this process, if any: `usec` parsed, and meant for `pid`.
 fn watchdog_from(usec: Option<&OsStr>, watchdog_pid: Option<&OsStr>, pid: u32) -> Option<Duration> {
     let parse = |v: &OsStr| v.to_str()?.trim().parse::<u64>().ok();
-    if let Some(p) = watchdog_pid.filter(|p| !p.is_empty()) {
-        if parse(p) != Some(u64::from(pid)) {
-            return None;
-        }
+    if let Some(p) = watchdog_pid.filter(|p| !p.is_empty())
+        && parse(p) != Some(u64::from(pid))
+    {
+        return None;
     }
     let usec = parse(usec?).filter(|&u| u > 0);
     if usec.is_none() {
@@ -373,7 +376,10 @@ mod tests {
             .expect("MONOTONIC_USEC")
             .parse()
             .unwrap();
-        assert!((before..=after).contains(&usec), "{before} ≤ {usec} ≤ {after}");
+        assert!(
+            (before..=after).contains(&usec),
+            "{before} ≤ {usec} ≤ {after}"
+        );
     }
 
     #[test]
@@ -423,10 +429,22 @@ mod tests {
         let os = |s: &str| OsString::from(s);
         let two_s = Some(Duration::from_secs(2));
         assert_eq!(watchdog_from(Some(&os("2000000")), None, 42), two_s);
-        assert_eq!(watchdog_from(Some(&os("2000000")), Some(&os("")), 42), two_s);
-        assert_eq!(watchdog_from(Some(&os("2000000")), Some(&os("42")), 42), two_s);
-        assert_eq!(watchdog_from(Some(&os("2000000")), Some(&os("7")), 42), None);
-        assert_eq!(watchdog_from(Some(&os("2000000")), Some(&os("x")), 42), None);
+        assert_eq!(
+            watchdog_from(Some(&os("2000000")), Some(&os("")), 42),
+            two_s
+        );
+        assert_eq!(
+            watchdog_from(Some(&os("2000000")), Some(&os("42")), 42),
+            two_s
+        );
+        assert_eq!(
+            watchdog_from(Some(&os("2000000")), Some(&os("7")), 42),
+            None
+        );
+        assert_eq!(
+            watchdog_from(Some(&os("2000000")), Some(&os("x")), 42),
+            None
+        );
         assert_eq!(watchdog_from(None, None, 42), None);
         assert_eq!(watchdog_from(Some(&os("0")), None, 42), None);
         assert_eq!(watchdog_from(Some(&os("soon")), None, 42), None);

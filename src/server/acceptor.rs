@@ -87,6 +87,7 @@ pub struct AcceptorSetup {
     pub reloads: UnixStream,
     pub config: Config,
     pub source: Option<ConfigSource>,
+    pub notify: Option<crate::notify::Notifier>,
 }
 
 /// Where the running config came from, for SIGHUP.
@@ -107,6 +108,7 @@ struct Acceptor {
     reloads: UnixStream,
     config: Config,
     source: Option<ConfigSource>,
+    notify: Option<crate::notify::Notifier>,
     pending: Slab<Pending>,
     admission: Admission,
     counts: AcceptorCounts,
@@ -127,6 +129,7 @@ pub fn run(setup: AcceptorSetup) -> io::Result<()> {
         reloads: setup.reloads,
         config: setup.config,
         source: setup.source,
+        notify: setup.notify,
         pending: Slab::new(),
         admission,
         counts: AcceptorCounts::default(),
@@ -158,8 +161,14 @@ impl Acceptor {
                 .clamp(Duration::from_millis(10), Duration::from_secs(1))
         };
         let mut next_tick = Instant::now() + tick(&self.config);
+        let watchdog = self.notify.as_ref().and_then(|n| n.watchdog_interval());
+        let mut next_ping = Instant::now();
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let wake = match watchdog {
+                Some(_) => next_tick.min(next_ping),
+                None => next_tick,
+            };
+            let timeout = wake.saturating_duration_since(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -177,6 +186,12 @@ impl Acceptor {
                     Token(i) if i < LISTENER_END => self.accept(i, now),
                     Token(t) => self.on_pending(t - LISTENER_END, now),
                 }
+            }
+            if let (Some(every), Some(n)) = (watchdog, &self.notify)
+                && now >= next_ping
+            {
+                n.watchdog();
+                next_ping = now + every;
             }
             if now >= next_tick {
                 self.expire(now);
@@ -536,6 +551,16 @@ impl Acceptor {
 
     /// SIGHUP: read the file again and apply it, or keep the running config if it is broken.
     fn reload(&mut self) {
+        if let Some(n) = &self.notify {
+            n.reloading();
+        }
+        self.apply_reload();
+        if let Some(n) = &self.notify {
+            n.ready();
+        }
+    }
+
+    fn apply_reload(&mut self) {
         let mut buf = [0u8; 64];
         while matches!(self.reloads.read(&mut buf), Ok(n) if n > 0) {}
         let Some(source) = &self.source else {
@@ -601,6 +626,9 @@ impl Acceptor {
     /// Stop accepting, tell every worker to close its clients with 1001, and wait for them until
     /// `shutdown_grace` has passed.
     fn shutdown(&mut self) -> io::Result<()> {
+        if let Some(n) = &self.notify {
+            n.stopping();
+        }
         let grace = self.config.server.shutdown_grace;
         info!(
             "shutting down: closing {} connections (grace {grace:?})",

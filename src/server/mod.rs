@@ -64,12 +64,23 @@ fn setup(what: &'static str) -> impl FnOnce(io::Error) -> ServerError {
 /// until SIGTERM or SIGINT has been handled (every client closed with 1001, or the grace period
 /// over).
 pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerError> {
+    // Before any thread starts: listen_fds edits the environment.
+    let activated = crate::notify::listen_fds().map_err(setup("the sockets systemd passed"))?;
     let mut listeners = Vec::new();
-    for &addr in &config.server.listen {
-        let l = mio::net::TcpListener::bind(addr)
-            .map_err(|source| ServerError::Bind { addr, source })?;
-        listeners.push(l);
+    if activated.is_empty() {
+        for &addr in &config.server.listen {
+            let l = mio::net::TcpListener::bind(addr)
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            listeners.push(l);
+        }
+    } else {
+        info!(
+            "socket-activated: serving on the {} sockets systemd passed, not on `listen`",
+            activated.len()
+        );
+        listeners.extend(activated.into_iter().map(mio::net::TcpListener::from_std));
     }
+    let notify = crate::notify::Notifier::from_env();
 
     let (signals_rx, signals_tx) =
         std::os::unix::net::UnixStream::pair().map_err(setup("the signal pipe"))?;
@@ -145,6 +156,9 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
     }
     let _ = stdout.flush();
     drop(stdout);
+    if let Some(n) = &notify {
+        n.ready();
+    }
 
     acceptor::run(acceptor::AcceptorSetup {
         poll: acceptor_poll,
@@ -156,6 +170,7 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
         reloads: mio::net::UnixStream::from_std(reloads_rx),
         config,
         source,
+        notify,
     })
     .map_err(setup("the acceptor loop"))?;
     // Workers that are still busy after the grace period end with the process.
