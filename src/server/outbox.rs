@@ -47,9 +47,10 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Queue a fan-out frame unless that takes the queue past `limit` bytes.
+    /// Queue a fan-out frame unless that takes the queue past `limit` bytes. An empty queue
+    /// takes any frame: a reader that keeps up gets even a message larger than the limit.
     pub fn push_shared(&mut self, frame: &Rc<[u8]>, limit: usize) -> Push {
-        if self.queued + frame.len() > limit {
+        if self.queued > 0 && self.queued + frame.len() > limit {
             return Push::Full;
         }
         self.queued += frame.len();
@@ -189,6 +190,14 @@ mod tests {
             want.extend_from_slice(b"abcdef");
         }
         assert_eq!(w.got, want);
+    }
+
+    #[test]
+    fn an_empty_queue_takes_a_frame_over_the_limit() {
+        let mut o = Outbox::default();
+        let big: Rc<[u8]> = Rc::from(&[0u8; 100][..]);
+        assert_eq!(o.push_shared(&big, 50), Push::Queued);
+        assert_eq!(o.push_shared(&big, 50), Push::Full);
     }
 
     #[test]

@@ -13,31 +13,44 @@ pub enum Opcode {
     Ping = 0x9,
 }
 
-/// Append the header of a final, unmasked frame of `len` payload bytes.
-fn header(out: &mut Vec<u8>, op: Opcode, len: usize) {
-    out.push(0x80 | op as u8);
+/// The header of a final, unmasked frame of `len` payload bytes, and its length.
+fn header(op: Opcode, len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x80 | op as u8;
     if len < 126 {
-        out.push(len as u8);
+        h[1] = len as u8;
+        (h, 2)
     } else if len <= u16::MAX as usize {
-        out.push(126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
+        h[1] = 126;
+        h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        (h, 4)
     } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (h, 10)
     }
 }
 
 /// One whole frame.
 pub fn frame(op: Opcode, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 10);
-    header(&mut out, op, payload.len());
+    let (h, n) = header(op, payload.len());
+    let mut out = Vec::with_capacity(n + payload.len());
+    out.extend_from_slice(&h[..n]);
     out.extend_from_slice(payload);
     out
 }
 
-/// A data frame to be shared by all recipients (one allocation per message).
+/// A data frame to be shared by all recipients: one allocation per message, written in place.
 pub fn shared(op: Opcode, payload: &[u8]) -> Arc<[u8]> {
-    Arc::from(frame(op, payload))
+    let (h, n) = header(op, payload.len());
+    let mut frame = Arc::<[u8]>::new_zeroed_slice(n + payload.len());
+    let bytes = Arc::get_mut(&mut frame).expect("a new Arc is unique");
+    // SAFETY: zeroed bytes are initialised `u8`s.
+    let bytes = unsafe { &mut *(bytes as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
+    bytes[..n].copy_from_slice(&h[..n]);
+    bytes[n..].copy_from_slice(payload);
+    // SAFETY: every byte is initialised (zeroed, then written).
+    unsafe { frame.assume_init() }
 }
 
 /// A close frame with `code` and a reason cut to fit the 123 bytes a control frame allows,
@@ -65,6 +78,14 @@ mod tests {
         let f = frame(Opcode::Binary, &[0; 65_536]);
         assert_eq!(&f[..10], &[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
         assert_eq!(f.len(), 65_546);
+    }
+
+    #[test]
+    fn shared_frames_match_owned_ones() {
+        for len in [0, 1, 125, 126, 65_535, 65_536] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            assert_eq!(&shared(Opcode::Text, &payload)[..], &frame(Opcode::Text, &payload)[..]);
+        }
     }
 
     #[test]
