@@ -6,6 +6,7 @@ mod acceptor;
 mod bus;
 mod conn;
 mod outbox;
+pub mod session;
 mod wire;
 mod worker;
 
@@ -19,7 +20,8 @@ use mio::{Poll, Waker};
 
 pub use acceptor::{ConfigSource, client_ip};
 /// tungstenite's settings for a connection, as the workers use them (for fuzz targets and tests).
-pub use conn::ws_config;
+pub use session::ws_config;
+pub use wire::Opcode;
 use bus::Mailbox;
 use conn::Timers;
 

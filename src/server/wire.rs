@@ -40,6 +40,14 @@ pub fn frame(op: Opcode, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A frame with a raw opcode (tests build pongs with it).
+#[cfg(test)]
+pub fn frame_with_opcode(op: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = frame(Opcode::Text, payload);
+    f[0] = 0x80 | op;
+    f
+}
+
 /// A data frame to be shared by all recipients: one allocation per message, written in place.
 pub fn shared(op: Opcode, payload: &[u8]) -> Arc<[u8]> {
     let (h, n) = header(op, payload.len());
@@ -84,7 +92,10 @@ mod tests {
     fn shared_frames_match_owned_ones() {
         for len in [0, 1, 125, 126, 65_535, 65_536] {
             let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            assert_eq!(&shared(Opcode::Text, &payload)[..], &frame(Opcode::Text, &payload)[..]);
+            assert_eq!(
+                &shared(Opcode::Text, &payload)[..],
+                &frame(Opcode::Text, &payload)[..]
+            );
         }
     }
 

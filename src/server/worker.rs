@@ -278,8 +278,8 @@ impl Worker {
             }
             match cfg.config.route(&c.path) {
                 Some(room) => {
-                    c.set_max_message_size(room.max_message_size);
-                    c.set_rate(room.max_messages_per_second, now);
+                    c.session.set_max_message_size(room.max_message_size);
+                    c.session.set_rate(room.max_messages_per_second, now);
                     let id = c.room;
                     self.hub.set_echo(id, room.echo);
                 }
