@@ -19,11 +19,11 @@ use log::info;
 use mio::{Poll, Waker};
 
 pub use acceptor::{ConfigSource, client_ip};
+use bus::Mailbox;
+use conn::Timers;
 /// tungstenite's settings for a connection, as the workers use them (for fuzz targets and tests).
 pub use session::ws_config;
 pub use wire::Opcode;
-use bus::Mailbox;
-use conn::Timers;
 
 use crate::config::Config;
 use crate::metrics::WorkerCounters;
