@@ -12,6 +12,7 @@ pub const MAX_HEADERS: usize = 64;
 pub enum Status {
     Ok = 200,
     BadRequest = 400,
+    Unauthorized = 401,
     Forbidden = 403,
     NotFound = 404,
     MethodNotAllowed = 405,
@@ -31,6 +32,7 @@ impl Status {
         match self {
             Status::Ok => "OK",
             Status::BadRequest => "Bad Request",
+            Status::Unauthorized => "Unauthorized",
             Status::Forbidden => "Forbidden",
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
@@ -223,6 +225,8 @@ pub fn refusal(status: Status, body: &str) -> Vec<u8> {
         // Clients may come back soon: a slot frees when anyone leaves.
         Status::ServiceUnavailable => response(status, &[("Retry-After", "5")], body),
         Status::MethodNotAllowed => response(status, &[("Allow", "GET")], body),
+        // RFC 7235 §3.1: a 401 names the scheme that would work.
+        Status::Unauthorized => response(status, &[("WWW-Authenticate", "Bearer")], body),
         _ => response(status, &[], body),
     }
 }

@@ -19,6 +19,7 @@
 //!
 //! `relay` and `config` never import `server`.
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod metrics;

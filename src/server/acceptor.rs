@@ -6,7 +6,7 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Receiver;
 use log::{debug, info, warn};
@@ -18,7 +18,8 @@ use std::path::PathBuf;
 
 use super::bus::{Handoff, Mailbox, RoomSettings, ToAcceptor, ToWorker, WorkerConfig};
 use super::conn::Timers;
-use crate::config::{Config, IpNet};
+use crate::auth::Rejection;
+use crate::config::{AuthConfig, Config, IpNet, RoomAuth, RoomConfig};
 use crate::http::{self, Parsed, Request, Status};
 use crate::metrics::{self, AcceptorCounts, WorkerCounters};
 use crate::relay::admission::{Admission, Refusal};
@@ -332,7 +333,8 @@ impl Acceptor {
         if req.method == "GET" && req.path == "/metrics" {
             self.counts.connections_open = self.admission.open() as u64;
             self.counts.rooms_open = self.admission.rooms() as u64;
-            self.counts.handshakes_pending = self.pending.len() as u64;
+            // Not counting this request, which is still among them.
+            self.counts.handshakes_pending = self.pending.len().saturating_sub(1) as u64;
             let body = metrics::render(&self.counts, &self.worker_counters);
             return Answer::Http(http::response_typed(
                 Status::Ok,
@@ -408,6 +410,13 @@ impl Acceptor {
         {
             return refuse(&mut self.counts, Status::Forbidden, "origin not allowed");
         }
+        let may_publish = match authorize(req, room, self.config.auth.as_ref()) {
+            Ok(may_publish) => may_publish,
+            Err(r) if r.is_forbidden() => {
+                return refuse(&mut self.counts, Status::Forbidden, r.reason());
+            }
+            Err(r) => return refuse(&mut self.counts, Status::Unauthorized, r.reason()),
+        };
         let ip = client_ip(
             peer.ip(),
             req.forwarded_for.as_deref(),
@@ -438,7 +447,7 @@ impl Acceptor {
                 echo: room.echo,
                 max_message_size: room.max_message_size,
                 max_messages_per_second: room.max_messages_per_second,
-                may_publish: true,
+                may_publish,
             },
             response: http::switching_protocols(key, protocol),
             early,
@@ -682,6 +691,29 @@ impl Acceptor {
         info!("shutdown complete");
         Ok(())
     }
+}
+
+/// Whether the client may join `room` (`Err`: why not) and, if so, publish there. A room with
+/// `auth = "jwt"` needs a token, in the query or an `Authorization: Bearer` header, that opens
+/// the request path; its `publish` claim is the answer. Checked before admission, so a client
+/// without a valid token never holds a slot. The token itself is never logged.
+fn authorize(
+    req: &Request,
+    room: &RoomConfig,
+    auth: Option<&AuthConfig>,
+) -> Result<bool, Rejection> {
+    let key = match (room.auth, auth) {
+        (RoomAuth::None, _) => return Ok(true),
+        (RoomAuth::Jwt, Some(auth)) => auth.jwt_secret.expose(),
+        // The config refuses a jwt room without a key; were one to slip through, no token opens it.
+        (RoomAuth::Jwt, None) => return Err(Rejection::BadSignature),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let query = req.query.as_deref();
+    let claims = crate::auth::admit(query, req.authorization.as_deref(), key, now, &req.path)?;
+    Ok(claims.publish)
 }
 
 /// The client's address: the peer's, unless the peer is a trusted proxy, in which case the

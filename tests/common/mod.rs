@@ -87,18 +87,26 @@ impl Daemon {
     pub fn start(config: &str) -> Daemon {
         let file = TempFile::new(config);
         let path = file.path().to_str().expect("utf-8 temp path").to_string();
-        Daemon::spawn(&["--config", &path], Some(file))
+        Daemon::spawn(&["--config", &path], Some(file), &[])
     }
 
     /// Start without `--config`: the built-in default, on a free loopback port.
     pub fn start_default() -> Daemon {
-        Daemon::spawn(&[], None)
+        Daemon::spawn(&[], None, &[])
     }
 
-    fn spawn(args: &[&str], config: Option<TempFile>) -> Daemon {
+    /// Start with `config` and `RUST_LOG=debug`, for a test that reads the log ([`Daemon::stop`]).
+    pub fn start_logged(config: &str) -> Daemon {
+        let file = TempFile::new(config);
+        let path = file.path().to_str().expect("utf-8 temp path").to_string();
+        Daemon::spawn(&["--config", &path], Some(file), &[("RUST_LOG", "debug")])
+    }
+
+    fn spawn(args: &[&str], config: Option<TempFile>, envs: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(bin())
             .args(args)
             .args(["--listen", "127.0.0.1:0"])
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -157,6 +165,33 @@ impl Daemon {
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The daemon's resident memory (`VmRSS` in `/proc/PID/status`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in {path}"))
+    }
+
+    /// Kill the daemon now and return what it wrote to stderr (its log). Fails the test if a
+    /// thread of it panicked.
+    pub fn stop(mut self) -> String {
+        self.exit_expected = true;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default());
+        let stderr = String::from_utf8_lossy(stderr.as_deref().unwrap_or_default()).into_owned();
+        assert!(
+            !stderr.contains("panicked at"),
+            "a wsrelay thread panicked\n--- stderr ---\n{stderr}"
+        );
+        stderr
     }
 
     /// Send `signal` (e.g. `libc::SIGHUP`) to the daemon.

@@ -1,0 +1,341 @@
+//! The configuration: TOML text → raw serde structs → validated [`Config`]; and room routing.
+//!
+//! Parsing (serde, `deny_unknown_fields`) and validation are separate steps. Neither touches a
+//! file except [`Config::load`] and a `jwt_secret_file` the text names, so tests feed literal
+//! strings. Every error carries the position of the offending value. What the values *do* is
+//! left to the server, the relay core and [`crate::auth`].
+//!
+//! - `mod.rs`: the validated types, their defaults, loading and routing.
+//! - `raw.rs`: the file's shape as serde reads it; `units.rs`: durations and sizes.
+//! - `ipnet.rs`: networks for `trusted_proxies`.
+//! - `validate.rs` (server, `[auth]`) and `room.rs` (each `[[room]]`): raw → validated.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+mod ipnet;
+mod raw;
+mod room;
+mod units;
+mod validate;
+
+#[cfg(test)]
+mod error_tests;
+#[cfg(test)]
+mod tests;
+
+pub use ipnet::IpNet;
+use units::{GIB, KIB, MIB};
+use validate::resolve_workers;
+
+/// A room's message rate per member, in messages per second (0: no limit). Off by default: a
+/// chat has no natural rate, and the send-queue bound already protects the server.
+pub const DEFAULT_MAX_MESSAGES_PER_SECOND: u32 = 0;
+
+/// Addresses to listen on. Loopback, so a fresh install is reachable only through a reverse proxy
+/// on the same host (nginx) until the operator opens it on purpose.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+/// Worker threads; 0 means one per CPU core (one reactor per core, no locks between them).
+pub const DEFAULT_WORKERS: usize = 0;
+/// Connections, all listeners together. The per-box target; an idle connection costs a few KiB,
+/// so this is a few hundred MiB at most. The systemd unit raises the file limit above it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Connections per client address; 0 means no limit. Off by default because every client behind
+/// one NAT or an untrusted proxy shares an address, and a default limit would lock them out.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
+/// Time from accept to a complete upgrade request. A browser needs one round trip; a client that
+/// dribbles its headers (slowloris) must not hold a slot for long.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time between our pings to a quiet client. Well under nginx's 60 s `proxy_read_timeout` and the
+/// usual NAT and load-balancer idle timeouts, so an idle but healthy connection is never cut.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
+/// Time with nothing received, not even a pong, before we close. Over two ping intervals, so one
+/// lost pong alone does not cut a client.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time we wait for the peer's close frame after sending ours, then drop the TCP connection.
+/// Long enough for a slow mobile link, short enough that a vanished peer frees its slot soon.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes in one message (after reassembling fragments). Chat messages are small; the bound caps
+/// what one client can make us buffer. Over it the client is closed with 1009.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * KIB as usize;
+/// Bytes in an HTTP request head. The common 8 KiB limit of HTTP servers; a browser's upgrade
+/// request, cookies included, is usually a fraction of it. Over it the answer is 431.
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 8 * KIB as usize;
+/// Bytes queued for one connection. Sixteen maximum-size messages of slack ride out a short stall;
+/// past it the client is closed with 1008 instead of growing memory or slowing the others.
+pub const DEFAULT_SEND_QUEUE_LIMIT: usize = MIB as usize;
+/// Time after SIGTERM for clients to take their 1001 close before we exit anyway. Well under
+/// systemd's default 90 s stop timeout.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Peers whose `X-Forwarded-For` is believed: loopback, where nginx runs in the usual setup.
+pub const DEFAULT_TRUSTED_PROXIES: [IpNet; 2] = [
+    IpNet {
+        addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        prefix: 32,
+    },
+    IpNet {
+        addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+        prefix: 128,
+    },
+];
+/// Whether `GET /` serves a small HTML test page. Off in a config file (production serves no HTML
+/// it was not asked to); [`Config::builtin_default`] turns it on so `cargo run` shows something.
+pub const DEFAULT_DEMO_PAGE: bool = false;
+/// Subprotocols a room offers (none): most clients ask for none.
+pub const DEFAULT_SUBPROTOCOLS: [&str; 0] = [];
+/// Members in one room. Bounds the fan-out cost of one message (one refcount per member).
+pub const DEFAULT_MAX_MEMBERS: usize = 10_000;
+/// Whether the sender gets its own message back, as with socket.io's `io.emit`: a chat client can
+/// then draw its message when it comes back in the room's order, like everyone else's.
+pub const DEFAULT_ECHO: bool = true;
+/// Origins a room accepts (none listed): any origin, including clients that send none.
+pub const DEFAULT_ALLOWED_ORIGINS: [&str; 0] = [];
+/// Who may join a room: anyone. A relay usually starts as an open chat; a room that needs
+/// tokens says so, and then the file must also hold the secret that checks them.
+pub const DEFAULT_ROOM_AUTH: RoomAuth = RoomAuth::None;
+
+/// Upper bound for `workers`: far past any machine we run on; a typo like 10000 fails instead.
+pub const MAX_WORKERS: usize = 1024;
+/// Upper bound for `max_message_size`, in bytes (1 GiB): beyond it is a typo, not a chat message.
+pub const MESSAGE_SIZE_CEILING: usize = GIB as usize;
+/// Lower bound for `max_header_size`, in bytes: a real upgrade request does not fit in less.
+pub const HEADER_SIZE_FLOOR: usize = 512;
+/// Upper bound for `max_header_size`, in bytes (1 MiB).
+pub const HEADER_SIZE_CEILING: usize = MIB as usize;
+/// Upper bound for every duration (one year): keeps `Instant + duration` far from overflowing.
+pub const DURATION_CEILING: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Lower bound for the JWT secret, in bytes: HS256 wants a key at least as long as its 256-bit
+/// hash (RFC 7518 §3.2); anything shorter can be brute-forced offline from one captured token.
+pub const JWT_SECRET_FLOOR: usize = 32;
+/// Upper bound for a `jwt_secret_file`, in bytes: a key is a few dozen bytes, so a larger file is
+/// the wrong file (and reading stops there, whatever the path names).
+pub const JWT_SECRET_FILE_CEILING: usize = 64 * KIB as usize;
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// The `[auth]` table; `None` when the file has none (then no room may use `auth = "jwt"`).
+    pub auth: Option<AuthConfig>,
+    /// In file order.
+    pub rooms: Vec<RoomConfig>,
+}
+
+/// The `[server]` table, defaults filled in. Field docs give the TOML key where it differs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// At least one address.
+    pub listen: Vec<SocketAddr>,
+    /// Already resolved: never 0.
+    pub workers: usize,
+    pub max_connections: usize,
+    /// 0: no limit.
+    pub max_connections_per_ip: usize,
+    pub handshake_timeout: Duration,
+    pub ping_interval: Duration,
+    /// Always greater than `ping_interval`.
+    pub idle_timeout: Duration,
+    pub close_timeout: Duration,
+    pub max_message_size: usize,
+    pub max_header_size: usize,
+    pub send_queue_limit: usize,
+    pub shutdown_grace: Duration,
+    pub trusted_proxies: Vec<IpNet>,
+    pub demo_page: bool,
+}
+
+/// One `[[room]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomConfig {
+    /// As written: an exact path like `/chat`, or a pattern like `/rooms/*`.
+    pub path: String,
+    /// `path` ends with `/*`: one room per request path under it.
+    pub pattern: bool,
+    /// In preference order; valid HTTP tokens, no duplicates.
+    pub subprotocols: Vec<String>,
+    pub max_members: usize,
+    pub echo: bool,
+    /// Exact `scheme://host[:port]`, lowercase; empty: any origin.
+    pub allowed_origins: Vec<String>,
+    /// The room's own key, or the server's `max_message_size` when absent.
+    pub max_message_size: usize,
+    /// Messages a member may send per second, with a burst of as many; 0: no limit.
+    pub max_messages_per_second: u32,
+    /// Who may join.
+    pub auth: RoomAuth,
+}
+
+/// A room's `auth` key: who may join it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomAuth {
+    /// Anyone whose origin is allowed.
+    None,
+    /// Only clients presenting a valid HS256 token (see [`crate::auth`]) that opens the room.
+    Jwt,
+}
+
+/// The `[auth]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    /// The HS256 key, from `jwt_secret` or read from `jwt_secret_file` (trailing newline
+    /// trimmed) when the configuration is loaded; at least [`JWT_SECRET_FLOOR`] bytes.
+    pub jwt_secret: Secret,
+}
+
+/// Key bytes. `Debug` shows only the length, so a logged config never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
+        Secret(bytes.into())
+    }
+
+    /// The key itself, for the one place that needs it: verification.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// Why a configuration was refused. `Display` gives `PATH:LINE:COL: message`, dropping the parts
+/// that are not known (no path when parsed from a string, no position when the file can't be read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    path: Option<PathBuf>,
+    position: Option<(usize, usize)>,
+    message: String,
+}
+
+impl ConfigError {
+    /// What is wrong, without path or position.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// 1-based line and column (in characters) of the offending text, when known.
+    pub fn position(&self) -> Option<(usize, usize)> {
+        self.position
+    }
+
+    /// The file, when the configuration came from one.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(path) = &self.path {
+            write!(f, "{}:", path.display())?;
+        }
+        if let Some((line, col)) = self.position {
+            write!(f, "{line}:{col}:")?;
+        }
+        if self.path.is_some() || self.position.is_some() {
+            f.write_str(" ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses and validates a configuration. Errors carry a position but no path. A relative
+    /// `jwt_secret_file` is read from the current directory.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        validate::parse(text, None)
+    }
+
+    /// Reads and validates a configuration file. Errors carry the path. A relative
+    /// `jwt_secret_file` is read from the directory of the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let with_path = |mut e: ConfigError| {
+            e.path = Some(path.to_owned());
+            e
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            with_path(ConfigError {
+                path: None,
+                position: None,
+                message: format!("cannot read: {e}"),
+            })
+        })?;
+        validate::parse(&text, path.parent()).map_err(with_path)
+    }
+
+    /// The configuration used without `--config`: every server default on 127.0.0.1:8080, the
+    /// demo page on, and one pattern room `/*` so that every path is a room.
+    pub fn builtin_default() -> Config {
+        Config {
+            server: ServerConfig {
+                demo_page: true,
+                ..ServerConfig::default()
+            },
+            auth: None,
+            rooms: vec![RoomConfig {
+                path: "/*".to_owned(),
+                pattern: true,
+                subprotocols: Vec::new(),
+                max_members: DEFAULT_MAX_MEMBERS,
+                echo: DEFAULT_ECHO,
+                allowed_origins: Vec::new(),
+                max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+                max_messages_per_second: DEFAULT_MAX_MESSAGES_PER_SECOND,
+                auth: DEFAULT_ROOM_AUTH,
+            }],
+        }
+    }
+
+    /// The room for a request path (without its query string): the room with exactly this path,
+    /// else the pattern with the longest prefix. `P/*` matches every path that starts with `P/`.
+    pub fn route(&self, path: &str) -> Option<&RoomConfig> {
+        let exact = self.rooms.iter().find(|r| !r.pattern && r.path == path);
+        exact.or_else(|| {
+            self.rooms
+                .iter()
+                .filter(|r| r.pattern && path.starts_with(r.pattern_prefix()))
+                .max_by_key(|r| r.path.len())
+        })
+    }
+}
+
+impl Default for ServerConfig {
+    /// The values a config file gets for keys it leaves out (so `demo_page` is off).
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![DEFAULT_LISTEN],
+            workers: resolve_workers(DEFAULT_WORKERS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            send_queue_limit: DEFAULT_SEND_QUEUE_LIMIT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            trusted_proxies: DEFAULT_TRUSTED_PROXIES.to_vec(),
+            demo_page: DEFAULT_DEMO_PAGE,
+        }
+    }
+}
+
+impl RoomConfig {
+    /// For a pattern `P/*`, the `P/` every matching path starts with.
+    pub(crate) fn pattern_prefix(&self) -> &str {
+        &self.path[..self.path.len() - 1]
+    }
+}

@@ -1,0 +1,401 @@
+//! Step two: the raw structs become the validated [`Config`]: defaults filled in, bounds and
+//! cross-key rules checked, the `jwt_secret_file` read. Each check fails with the span of the
+//! value at fault, turned into a line and column at the end. Rooms are checked in [`super::room`].
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{RawAuth, RawConfig, RawDuration, RawListen, RawServer, RawSize};
+use super::room::validate_room;
+use super::units::{human_size, parse_duration, parse_size};
+use super::*;
+
+/// Parse and validate `text`. A relative `jwt_secret_file` is taken from `base` (the config
+/// file's directory) or else from the current directory.
+pub(super) fn parse(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let mut message = e.message().to_owned();
+        if let Some(key) = e
+            .span()
+            .and_then(|s| text.get(s))
+            .filter(|_| message == "duplicate key")
+        {
+            message = format!("duplicate key `{key}`");
+        }
+        Invalid {
+            span: e.span(),
+            message,
+        }
+        .at(text)
+    })?;
+    validate(raw, text, base).map_err(|e| e.at(text))
+}
+
+/// A validation error before its byte span is turned into a line and column.
+pub(super) struct Invalid {
+    pub span: Option<Range<usize>>,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(span: impl Into<Option<Range<usize>>>, message: impl Into<String>) -> Invalid {
+        Invalid {
+            span: span.into(),
+            message: message.into(),
+        }
+    }
+
+    fn at(self, text: &str) -> ConfigError {
+        let position = self.span.map(|s| line_col(text, s.start));
+        ConfigError {
+            path: None,
+            position,
+            message: self.message,
+        }
+    }
+}
+
+/// 1-based line and column (counted in characters) of byte `offset` in `text`.
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    (line, before[line_start..].chars().count() + 1)
+}
+
+fn validate(raw: RawConfig, text: &str, base: Option<&Path>) -> Result<Config, Invalid> {
+    let server = validate_server(raw.server)?;
+    let auth = raw.auth.map(|a| validate_auth(a, base)).transpose()?;
+    let mut rooms: Vec<RoomConfig> = Vec::with_capacity(raw.room.len());
+    let mut first_seen: HashMap<String, usize> = HashMap::new();
+    for room in raw.room {
+        let header = room.span();
+        let room = validate_room(room.into_inner(), header, &server, auth.is_some())?;
+        if let Some(&first) = first_seen.get(&room.config.path) {
+            let (line, _) = line_col(text, first);
+            let message = format!(
+                "room {:?} is defined twice (first at line {line})",
+                room.config.path
+            );
+            return Err(Invalid::new(room.path_span, message));
+        }
+        first_seen.insert(room.config.path.clone(), room.path_span.start);
+        rooms.push(room.config);
+    }
+    Ok(Config {
+        server,
+        auth,
+        rooms,
+    })
+}
+
+/// `[auth]`: exactly one of `jwt_secret` and `jwt_secret_file`, giving a long enough key.
+fn validate_auth(raw: Spanned<RawAuth>, base: Option<&Path>) -> Result<AuthConfig, Invalid> {
+    let table = raw.span();
+    let (secret, span, what) = match raw.into_inner() {
+        RawAuth {
+            jwt_secret: Some(_),
+            jwt_secret_file: Some(file),
+        } => {
+            let message = "[auth]: set jwt_secret or jwt_secret_file, not both";
+            return Err(Invalid::new(file.span(), message));
+        }
+        RawAuth {
+            jwt_secret: None,
+            jwt_secret_file: None,
+        } => {
+            let message = "[auth] needs jwt_secret or jwt_secret_file (the HS256 key for tokens)";
+            return Err(Invalid::new(table, message));
+        }
+        RawAuth {
+            jwt_secret: Some(inline),
+            ..
+        } => {
+            let span = inline.span();
+            (
+                inline.into_inner().into_bytes(),
+                span,
+                "jwt_secret".to_owned(),
+            )
+        }
+        RawAuth {
+            jwt_secret_file: Some(file),
+            ..
+        } => {
+            let span = file.span();
+            let written = file.into_inner();
+            let path = match base {
+                Some(dir) => dir.join(&written),
+                None => Path::new(&written).to_owned(),
+            };
+            let bytes = read_secret_file(&path)
+                .map_err(|e| Invalid::new(span.clone(), format!("jwt_secret_file {e}")))?;
+            (
+                bytes,
+                span,
+                format!("jwt_secret_file {:?}", path.display().to_string()),
+            )
+        }
+    };
+    if secret.len() < JWT_SECRET_FLOOR {
+        let message = format!(
+            "{what}: the secret is {} bytes; HS256 needs at least {JWT_SECRET_FLOOR} \
+             (make one with e.g. `openssl rand -base64 32`)",
+            secret.len()
+        );
+        return Err(Invalid::new(span, message));
+    }
+    Ok(AuthConfig {
+        jwt_secret: Secret::new(secret),
+    })
+}
+
+/// The key in `path`, one trailing newline (LF or CRLF) trimmed, as `echo` and editors leave
+/// one. Only a regular file is read, and no more than [`JWT_SECRET_FILE_CEILING`] bytes of it, so
+/// a wrong path (a FIFO, `/dev/zero`) fails at once instead of hanging or filling memory.
+fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
+    let shown = path.display().to_string();
+    let cannot = |e: std::io::Error| format!("{shown:?}: cannot read: {e}");
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!("{shown:?} is not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(JWT_SECRET_FILE_CEILING as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(cannot)?;
+    if bytes.len() > JWT_SECRET_FILE_CEILING {
+        return Err(format!(
+            "{shown:?} is larger than {}: not a key file",
+            human_size(JWT_SECRET_FILE_CEILING)
+        ));
+    }
+    if bytes.ends_with(b"\n") {
+        bytes.pop();
+        if bytes.ends_with(b"\r") {
+            bytes.pop();
+        }
+    }
+    Ok(bytes)
+}
+
+fn validate_server(raw: RawServer) -> Result<ServerConfig, Invalid> {
+    let listen = match raw.listen {
+        None => vec![DEFAULT_LISTEN],
+        Some(listen) => validate_listen(listen)?,
+    };
+    let workers = match raw.workers {
+        Some(w) if *w.get_ref() > MAX_WORKERS => {
+            let message =
+                format!("workers must be at most {MAX_WORKERS} (0 means one per CPU core)");
+            return Err(Invalid::new(w.span(), message));
+        }
+        Some(w) => resolve_workers(w.into_inner()),
+        None => resolve_workers(DEFAULT_WORKERS),
+    };
+    let max_connections = at_least_one(
+        "max_connections",
+        raw.max_connections,
+        DEFAULT_MAX_CONNECTIONS,
+    )?;
+
+    let positive = |key, raw, default| {
+        let (value, span) = duration(key, raw, default)?;
+        if value.is_zero() {
+            return Err(Invalid::new(span, format!("{key} must be greater than 0")));
+        }
+        Ok((value, span))
+    };
+    let (handshake_timeout, _) = positive(
+        "handshake_timeout",
+        raw.handshake_timeout,
+        DEFAULT_HANDSHAKE_TIMEOUT,
+    )?;
+    let (ping_interval, ping_span) =
+        positive("ping_interval", raw.ping_interval, DEFAULT_PING_INTERVAL)?;
+    let (idle_timeout, idle_span) =
+        duration("idle_timeout", raw.idle_timeout, DEFAULT_IDLE_TIMEOUT)?;
+    if idle_timeout <= ping_interval {
+        let message = format!(
+            "idle_timeout ({idle_timeout:?}) must be greater than ping_interval ({ping_interval:?}), \
+             or a quiet but healthy client is cut before its pong can arrive"
+        );
+        return Err(Invalid::new(idle_span.or(ping_span), message));
+    }
+    let (close_timeout, _) = positive("close_timeout", raw.close_timeout, DEFAULT_CLOSE_TIMEOUT)?;
+    let (shutdown_grace, _) =
+        duration("shutdown_grace", raw.shutdown_grace, DEFAULT_SHUTDOWN_GRACE)?;
+
+    let max_message_size = size(
+        "max_message_size",
+        raw.max_message_size,
+        DEFAULT_MAX_MESSAGE_SIZE,
+        1,
+        MESSAGE_SIZE_CEILING,
+    )?;
+    let max_header_size = size(
+        "max_header_size",
+        raw.max_header_size,
+        DEFAULT_MAX_HEADER_SIZE,
+        HEADER_SIZE_FLOOR,
+        HEADER_SIZE_CEILING,
+    )?;
+    let send_queue_limit = size(
+        "send_queue_limit",
+        raw.send_queue_limit,
+        DEFAULT_SEND_QUEUE_LIMIT,
+        1,
+        usize::MAX,
+    )?;
+
+    let trusted_proxies = match raw.trusted_proxies {
+        None => DEFAULT_TRUSTED_PROXIES.to_vec(),
+        Some(list) => list
+            .into_iter()
+            .map(|net| {
+                net.get_ref()
+                    .parse()
+                    .map_err(|e| Invalid::new(net.span(), format!("trusted_proxies: {e}")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+
+    Ok(ServerConfig {
+        listen,
+        workers,
+        max_connections,
+        max_connections_per_ip: raw
+            .max_connections_per_ip
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP),
+        handshake_timeout,
+        ping_interval,
+        idle_timeout,
+        close_timeout,
+        max_message_size,
+        max_header_size,
+        send_queue_limit,
+        shutdown_grace,
+        trusted_proxies,
+        demo_page: raw.demo_page.unwrap_or(DEFAULT_DEMO_PAGE),
+    })
+}
+
+fn validate_listen(raw: Spanned<RawListen>) -> Result<Vec<SocketAddr>, Invalid> {
+    let span = raw.span();
+    let written = match raw.into_inner() {
+        RawListen::One(addr) => vec![Spanned::new(span, addr)],
+        RawListen::Many(list) if list.is_empty() => {
+            return Err(Invalid::new(span, "listen must name at least one address"));
+        }
+        RawListen::Many(list) => list,
+    };
+    let mut listen = Vec::with_capacity(written.len());
+    for addr in written {
+        let parsed: SocketAddr = addr.get_ref().parse().map_err(|_| {
+            let message = format!(
+                "listen address {:?} is not ip:port (e.g. \"127.0.0.1:8080\" or \"[::]:8080\")",
+                addr.get_ref()
+            );
+            Invalid::new(addr.span(), message)
+        })?;
+        if listen.contains(&parsed) {
+            return Err(Invalid::new(
+                addr.span(),
+                format!("listen address {parsed} is listed twice"),
+            ));
+        }
+        listen.push(parsed);
+    }
+    Ok(listen)
+}
+
+/// `workers` as the server uses it: 0 becomes one per CPU core.
+pub(super) fn resolve_workers(workers: usize) -> usize {
+    match workers {
+        0 => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_WORKERS),
+        n => n,
+    }
+}
+
+/// A count that must be at least 1.
+pub(super) fn at_least_one(
+    key: &str,
+    raw: Option<Spanned<usize>>,
+    default: usize,
+) -> Result<usize, Invalid> {
+    match raw {
+        None => Ok(default),
+        Some(n) if *n.get_ref() == 0 => {
+            Err(Invalid::new(n.span(), format!("{key} must be at least 1")))
+        }
+        Some(n) => Ok(n.into_inner()),
+    }
+}
+
+/// A duration key: its value (or the default) and the span of the value when written.
+fn duration(
+    key: &str,
+    raw: Option<Spanned<RawDuration>>,
+    default: Duration,
+) -> Result<(Duration, Option<Range<usize>>), Invalid> {
+    let Some(raw) = raw else {
+        return Ok((default, None));
+    };
+    let span = raw.span();
+    let value = parse_duration(&raw.get_ref().0)
+        .map_err(|e| Invalid::new(span.clone(), format!("{key}: {e}")))?;
+    if value > DURATION_CEILING {
+        return Err(Invalid::new(
+            span,
+            format!(
+                "{key} must be at most {}h (a year)",
+                DURATION_CEILING.as_secs() / 3600
+            ),
+        ));
+    }
+    Ok((value, Some(span)))
+}
+
+/// A size key within `min..=max` bytes.
+pub(super) fn size(
+    key: &str,
+    raw: Option<Spanned<RawSize>>,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize, Invalid> {
+    let Some(raw) = raw else { return Ok(default) };
+    let span = raw.span();
+    let bytes = match raw.into_inner() {
+        RawSize::Bytes(n) => u64::try_from(n)
+            .map_err(|_| Invalid::new(span.clone(), format!("{key} must not be negative")))?,
+        RawSize::Text(s) => {
+            parse_size(&s).map_err(|e| Invalid::new(span.clone(), format!("{key}: {e}")))?
+        }
+    };
+    let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    if bytes < min {
+        return Err(Invalid::new(
+            span,
+            format!("{key} must be at least {}", human_size(min)),
+        ));
+    }
+    if bytes > max {
+        return Err(Invalid::new(
+            span,
+            format!("{key} must be at most {}", human_size(max)),
+        ));
+    }
+    Ok(bytes)
+}
