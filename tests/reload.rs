@@ -136,3 +136,24 @@ fn a_reload_changes_room_settings_for_members_already_in() {
         }
     }
 }
+
+#[test]
+fn members_without_a_token_are_closed_when_their_room_turns_to_jwt() {
+    let d = Daemon::start("[[room]]\npath = \"/chat\"\n\n[[room]]\npath = \"/open\"\n");
+    let mut chat: Vec<Ws> = (0..2).map(|_| d.connect("/chat", &[])).collect();
+    barrier(&mut chat, true);
+    let mut open: Vec<Ws> = (0..2).map(|_| d.connect("/open", &[])).collect();
+    barrier(&mut open, true);
+
+    d.rewrite_config(
+        "[auth]\njwt_secret = \"an example secret of at least 32 bytes\"\n\n\
+         [[room]]\npath = \"/chat\"\nauth = \"jwt\"\n\n[[room]]\npath = \"/open\"\n",
+    );
+    reload(&d, "ok", 1.0);
+
+    for m in &mut chat {
+        assert_eq!(read_close(m), (1008, "authentication required".to_string()));
+    }
+    exchange(&mut open, "the open room is untouched");
+    assert_eq!(upgrade_status(&d, "/chat"), 401);
+}

@@ -40,6 +40,9 @@ const MAX_PENDING: usize = 16 * 1024;
 /// The chat page served at `GET /` when `demo_page` is on: self-contained, no external assets.
 const DEMO_PAGE: &str = include_str!("../demo/chat.html");
 
+/// How long a plain HTTP answer waits to be read and for the client's EOF.
+const ANSWER_LINGER: Duration = Duration::from_secs(1);
+
 /// Per read of a request head: most heads fit in one read.
 const READ_CHUNK: usize = 2048;
 
@@ -448,6 +451,7 @@ impl Acceptor {
                 max_message_size: room.max_message_size,
                 max_messages_per_second: room.max_messages_per_second,
                 may_publish,
+                authenticated: room.auth == crate::config::RoomAuth::Jwt,
             },
             response: http::switching_protocols(key, protocol),
             early,
@@ -498,8 +502,9 @@ impl Acceptor {
         let p = &mut self.pending[key];
         p.buf = Vec::new();
         p.state = PendingState::Answering { out, written: 0 };
-        // The answer and the wait for the client's EOF get a deadline of their own.
-        p.deadline = now + self.config.server.handshake_timeout;
+        // The answer and the wait for the client's EOF get a short deadline of their own: a client
+        // that reads nothing (a timed-out one, say) must not hold its slot much longer.
+        p.deadline = now + self.config.server.handshake_timeout.min(ANSWER_LINGER);
         self.write_answer(key);
     }
 

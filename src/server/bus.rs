@@ -29,6 +29,8 @@ pub struct RoomSettings {
     /// False for a subscribe-only client (a token with `publish: false`): a message from it is
     /// answered with close 1008.
     pub may_publish: bool,
+    /// Admitted with a valid token (the room had `auth = "jwt"`).
+    pub authenticated: bool,
 }
 
 /// A connection the acceptor has admitted, on its way to a worker.

@@ -55,6 +55,8 @@ pub struct Conn {
     pub dirty: bool,
     pub out: Outbox,
     pub session: Session,
+    /// Admitted with a valid token: a reload that puts the room behind auth keeps it.
+    pub authenticated: bool,
     last_rx: Instant,
     next_ping: Instant,
     /// Bytes read since the worker last asked.
@@ -95,6 +97,7 @@ impl Conn {
             dirty: false,
             out: Outbox::default(),
             session,
+            authenticated: settings.authenticated,
             last_rx: now,
             next_ping: now + timers.ping_interval,
             rx: 0,

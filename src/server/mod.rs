@@ -29,6 +29,9 @@ use crate::config::Config;
 use crate::metrics::WorkerCounters;
 use crate::relay::WorkerId;
 
+/// Pending connections the kernel queues per listener before the acceptor takes them.
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// Why the server could not run.
 #[derive(Debug)]
 pub enum ServerError {
@@ -73,6 +76,11 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
         for &addr in &config.server.listen {
             let l = mio::net::TcpListener::bind(addr)
                 .map_err(|source| ServerError::Bind { addr, source })?;
+            // mio listens with a backlog of 128; a burst of connections past it has its SYNs
+            // dropped and waits a second for the retry. listen(2) again raises it (the kernel caps
+            // it at net.core.somaxconn).
+            // SAFETY: listen(2) on a socket this function owns.
+            unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), LISTEN_BACKLOG) };
             listeners.push(l);
         }
     } else {

@@ -22,6 +22,7 @@ use super::bus::{
 use super::conn::{Conn, Readable, Timers};
 use super::outbox::Push;
 use super::wire;
+use crate::config::RoomAuth;
 use crate::metrics::{CloseReason, Tally, WorkerCounters};
 use crate::relay::WorkerId;
 use crate::relay::admission::Ticket;
@@ -277,6 +278,21 @@ impl Worker {
                 continue;
             }
             match cfg.config.route(&c.path) {
+                Some(room) if room.auth == RoomAuth::Jwt && !c.authenticated => {
+                    info!(
+                        "{} in {}: room now requires a token; closing",
+                        c.peer, c.path
+                    );
+                    c.close(
+                        1008,
+                        "authentication required",
+                        CloseReason::Policy,
+                        now,
+                        &self.timers,
+                    );
+                    self.left(key);
+                    mark_dirty(&mut self.conns, &mut self.dirty, key);
+                }
                 Some(room) => {
                     c.session.set_max_message_size(room.max_message_size);
                     c.session.set_rate(room.max_messages_per_second, now);
