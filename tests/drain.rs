@@ -10,7 +10,8 @@ use common::{Daemon, Ws, barrier, read_close};
 
 #[test]
 fn sigterm_closes_every_client_with_1001_and_exits_0() {
-    let mut d = Daemon::start("[server]\nworkers = 2\n[[room]]\npath = \"/chat\"\n");
+    let mut d =
+        Daemon::start("[server]\nworkers = 2\ncolocate_members = 0\n[[room]]\npath = \"/chat\"\n");
     let mut members: Vec<Ws> = (0..4).map(|_| d.connect("/chat", &[])).collect();
     barrier(&mut members, true);
     d.signal(libc::SIGTERM);

@@ -18,6 +18,9 @@ const ROUND: usize = 25;
 const CONFIG: &str = r#"
 [server]
 workers = 2
+# Spread every member round-robin, so publishers and subscribers sit on both workers and the
+# room's messages cross threads (small rooms are otherwise kept on their owner's worker).
+colocate_members = 0
 
 [[room]]
 path = "/rooms/*"

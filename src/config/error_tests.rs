@@ -6,7 +6,7 @@ fn syntax_unknown_keys_and_wrong_types_are_reported_where_they_are() {
     let fields = "`listen`, `workers`, `max_connections`, `max_connections_per_ip`, \
                   `handshake_timeout`, `ping_interval`, `idle_timeout`, `close_timeout`, \
                   `max_message_size`, `max_header_size`, `send_queue_limit`, `shutdown_grace`, \
-                  `trusted_proxies`, `demo_page`";
+                  `trusted_proxies`, `demo_page`, `colocate_members`";
     assert_eq!(
         err("[server]\nworkrs = 1\n"),
         format!("2:1: unknown field `workrs`, expected one of {fields}")

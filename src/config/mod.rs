@@ -85,6 +85,11 @@ pub const DEFAULT_TRUSTED_PROXIES: [IpNet; 2] = [
 /// Whether `GET /` serves a small HTML test page. Off in a config file (production serves no HTML
 /// it was not asked to); [`Config::builtin_default`] turns it on so `cargo run` shows something.
 pub const DEFAULT_DEMO_PAGE: bool = false;
+/// Members of a room placed on the room's own worker before new ones are spread over all
+/// workers. A small room then relays without crossing threads (no hand-off, no wake-up per
+/// message); a large one still fans out on every core. 32: past that many recipients the
+/// fan-out itself outweighs the hand-off.
+pub const DEFAULT_COLOCATE_MEMBERS: usize = 32;
 /// Subprotocols a room offers (none): most clients ask for none.
 pub const DEFAULT_SUBPROTOCOLS: [&str; 0] = [];
 /// Members in one room. Bounds the fan-out cost of one message (one refcount per member).
@@ -146,6 +151,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     pub trusted_proxies: Vec<IpNet>,
     pub demo_page: bool,
+    /// A room's first `colocate_members` members are placed on the worker that sequences the
+    /// room; later ones are spread over all workers. 0: always spread.
+    pub colocate_members: usize,
 }
 
 /// One `[[room]]`.
@@ -329,6 +337,7 @@ impl Default for ServerConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             trusted_proxies: DEFAULT_TRUSTED_PROXIES.to_vec(),
             demo_page: DEFAULT_DEMO_PAGE,
+            colocate_members: DEFAULT_COLOCATE_MEMBERS,
         }
     }
 }

@@ -43,6 +43,7 @@ pub(super) struct RawServer {
     pub shutdown_grace: Option<Spanned<RawDuration>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub demo_page: Option<bool>,
+    pub colocate_members: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]

@@ -333,7 +333,7 @@ fn the_shipped_example_documents_every_key() {
     };
     let (server, room) = (keys("[server]"), keys("[[room]]\npath = \"/x\""));
     let auth = keys("[auth]");
-    assert_eq!((server.len(), room.len(), auth.len()), (14, 8, 2));
+    assert_eq!((server.len(), room.len(), auth.len()), (15, 8, 2));
     for key in server.into_iter().chain(room).chain(auth) {
         assert!(
             documented(&key),

@@ -286,6 +286,7 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig, Invalid> {
         shutdown_grace,
         trusted_proxies,
         demo_page: raw.demo_page.unwrap_or(DEFAULT_DEMO_PAGE),
+        colocate_members: raw.colocate_members.unwrap_or(DEFAULT_COLOCATE_MEMBERS),
     })
 }
 

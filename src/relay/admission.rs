@@ -142,6 +142,11 @@ impl Admission {
         self.by_id.get(&room).map(|s| &*s.path)
     }
 
+    /// Members of `room` (0 when it is gone).
+    pub fn members_of(&self, room: RoomId) -> usize {
+        self.by_id.get(&room).map_or(0, |s| s.members)
+    }
+
     /// Members of the room at `path` (0 when it does not exist).
     pub fn members(&self, path: &str) -> usize {
         self.by_path

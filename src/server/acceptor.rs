@@ -479,8 +479,15 @@ impl Acceptor {
             response,
             early,
         };
-        let w = self.next_worker % self.workers.len();
-        self.next_worker = self.next_worker.wrapping_add(1);
+        // A small room's members share the worker that sequences it: its messages never cross
+        // threads. Past `colocate_members`, members are spread so a big room fans out on every core.
+        let n = self.workers.len();
+        let w = if self.admission.members_of(ticket.room) <= self.config.server.colocate_members {
+            ticket.room.owner(n).0 as usize
+        } else {
+            self.next_worker = self.next_worker.wrapping_add(1);
+            self.next_worker % n
+        };
         if !self.workers[w].send(ToWorker::Conn(Box::new(h))) {
             self.admission.release(ticket);
         }
