@@ -120,6 +120,7 @@ impl Conn {
     pub fn on_readable(
         &mut self,
         scratch: &mut [u8],
+        hangup: bool,
         now: Instant,
         timers: &Timers,
         publish: &mut impl FnMut(Opcode, &[u8]),
@@ -137,6 +138,14 @@ impl Conn {
                     self.last_rx = now;
                     self.rx += n as u64;
                     self.feed(&scratch[..n], now, timers, publish);
+                    // A short read emptied the socket's receive queue, and whatever arrives
+                    // later (data or the FIN) raises a new edge: the read that would only say
+                    // WouldBlock is skipped. Unless the event already said the peer hung up:
+                    // that FIN is queued and no new edge will come for it. Halves the reads
+                    // of a connection that sends a message at a time.
+                    if n < scratch.len() && !hangup {
+                        return Readable::Drained;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Readable::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -230,12 +239,13 @@ impl Conn {
         }
     }
 
-    /// Write what is queued. Once lingering and empty, shut our side so the peer sees EOF.
-    pub fn flush(&mut self) -> usize {
+    /// Write what is queued (small frames gathered through `scratch`). Once lingering and
+    /// empty, shut our side so the peer sees EOF.
+    pub fn flush(&mut self, scratch: &mut [u8]) -> usize {
         if self.failed {
             return 0;
         }
-        let written = match self.out.write_to(&mut self.stream) {
+        let written = match self.out.write_to(&mut self.stream, scratch) {
             Ok(n) => n,
             Err(_) => {
                 self.broken();

@@ -10,6 +10,14 @@ use std::rc::Rc;
 /// large enough that the per-call cost no longer matters.
 const MAX_IOVECS: usize = 64;
 
+/// Frames up to this size are copied into the caller's scratch buffer, back to back, and go out
+/// as one iovec: copying 70 bytes from a frame every recipient shares (hot in cache) costs less
+/// than the iovec entry that would carry them, because the kernel copies iovec by iovec at a
+/// fixed cost each (`_copy_from_iter` was 17 % of the server's CPU in the 1k fan-out with one
+/// iovec per frame). Larger frames are passed by reference. The queue itself still holds
+/// shared frames, so a slow reader costs 16 bytes per queued frame, not a copy.
+const COPY_MAX: usize = 1024;
+
 /// A frame waiting to go out.
 #[derive(Debug)]
 pub enum Chunk {
@@ -89,17 +97,53 @@ impl Outbox {
         self.queued
     }
 
-    /// Write as much as the socket takes, `MAX_IOVECS` frames per call, until the queue is empty
-    /// or the socket would block. Returns the bytes written; `WouldBlock` is not an error here.
-    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
+    /// Write as much as the socket takes, until the queue is empty or the socket would block.
+    /// Small frames are gathered through `scratch` (see [`COPY_MAX`]); at most `MAX_IOVECS`
+    /// iovecs per call. Returns the bytes written; `WouldBlock` is not an error here.
+    pub fn write_to(&mut self, w: &mut impl Write, scratch: &mut [u8]) -> io::Result<usize> {
         let mut total = 0;
         while !self.chunks.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            // (copied, start, end): scratch[start..end], or chunk `start` when not copied.
+            let mut segs = [(false, 0usize, 0usize); MAX_IOVECS];
             let mut n = 0;
-            for (i, c) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+            let mut used = 0;
+            for (i, c) in self.chunks.iter().enumerate() {
                 let b = c.bytes();
-                slices[n] = IoSlice::new(if i == 0 { &b[self.head_written..] } else { b });
-                n += 1;
+                let b = if i == 0 { &b[self.head_written..] } else { b };
+                let copy = b.len() <= COPY_MAX;
+                if copy && used + b.len() > scratch.len() {
+                    break;
+                }
+                let extends = copy && n > 0 && segs[n - 1].0 && segs[n - 1].2 == used;
+                if !extends && n == MAX_IOVECS {
+                    break;
+                }
+                if copy {
+                    scratch[used..used + b.len()].copy_from_slice(b);
+                    if extends {
+                        segs[n - 1].2 += b.len();
+                    } else {
+                        segs[n] = (true, used, used + b.len());
+                        n += 1;
+                    }
+                    used += b.len();
+                } else {
+                    segs[n] = (false, i, 0);
+                    n += 1;
+                }
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            for (slot, &(copied, a, b)) in slices.iter_mut().zip(&segs[..n]) {
+                *slot = if copied {
+                    IoSlice::new(&scratch[a..b])
+                } else {
+                    let bytes = self.chunks[a].bytes();
+                    IoSlice::new(if a == 0 {
+                        &bytes[self.head_written..]
+                    } else {
+                        bytes
+                    })
+                };
             }
             let written = match w.write_vectored(&slices[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -180,10 +224,10 @@ mod tests {
             cap: 7,
             budget: 50,
         };
-        assert_eq!(o.write_to(&mut w).unwrap(), 50);
+        assert_eq!(o.write_to(&mut w, &mut [0; 4096]).unwrap(), 50);
         assert_eq!(o.queued(), 3 + 600 - 50);
         w.budget = usize::MAX;
-        o.write_to(&mut w).unwrap();
+        o.write_to(&mut w, &mut [0; 4096]).unwrap();
         assert!(o.is_empty());
         let mut want = b"101".to_vec();
         for _ in 0..100 {
@@ -201,6 +245,30 @@ mod tests {
     }
 
     #[test]
+    fn small_frames_are_gathered_and_large_ones_passed_through_in_order() {
+        let mut o = Outbox::default();
+        let small: Rc<[u8]> = Rc::from(&[1u8; 100][..]);
+        let big: Rc<[u8]> = Rc::from(&[2u8; COPY_MAX + 1][..]);
+        let mut want = Vec::new();
+        for k in 0..200 {
+            let f = if k % 7 == 3 { &big } else { &small };
+            assert_eq!(o.push_shared(f, usize::MAX), Push::Queued);
+            want.extend_from_slice(f);
+        }
+        o.push_owned(vec![9; 5]);
+        want.extend_from_slice(&[9; 5]);
+        let mut w = Trickle {
+            got: vec![],
+            cap: 3000,
+            budget: usize::MAX,
+        };
+        // A scratch smaller than the queue: several gathered writes.
+        o.write_to(&mut w, &mut [0; 2048]).unwrap();
+        assert!(o.is_empty());
+        assert_eq!(w.got, want);
+    }
+
+    #[test]
     fn limit_refuses_and_drop_keeps_the_half_written_frame() {
         let mut o = Outbox::default();
         let f: Rc<[u8]> = Rc::from(&[1u8; 10][..]);
@@ -212,11 +280,11 @@ mod tests {
             cap: 4,
             budget: 4,
         };
-        o.write_to(&mut w).unwrap();
+        o.write_to(&mut w, &mut [0; 4096]).unwrap();
         o.drop_unstarted();
         o.push_owned(vec![9, 9]);
         w.budget = 100;
-        o.write_to(&mut w).unwrap();
+        o.write_to(&mut w, &mut [0; 4096]).unwrap();
         assert_eq!(w.got, [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 9, 9]);
         assert_eq!(o.queued(), 0);
     }

@@ -206,7 +206,9 @@ impl Worker {
                     WAKER => self.drain_inbox(now),
                     Token(key) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.read(key, now);
+                            // Without a hang-up in the event, a short read ends the draining.
+                            let hangup = ev.is_read_closed() || ev.is_error();
+                            self.read(key, now, hangup);
                         }
                         if ev.is_writable() {
                             mark_dirty(&mut self.conns, &mut self.dirty, key);
@@ -215,7 +217,7 @@ impl Worker {
                 }
             }
             for key in std::mem::take(&mut self.again) {
-                self.read(key, now);
+                self.read(key, now, true);
             }
             if now >= next_tick {
                 self.tick(now);
@@ -379,17 +381,24 @@ impl Worker {
         }
     }
 
-    /// A readable event (or a read cut short last pass).
-    fn read(&mut self, key: usize, now: Instant) {
+    /// A readable event (or a read cut short last pass). `hangup`: the peer may have closed,
+    /// so read until the end is seen.
+    fn read(&mut self, key: usize, now: Instant, hangup: bool) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
         let tally = &mut self.tally;
         let published = &mut self.published;
-        let r = c.on_readable(&mut self.scratch, now, &self.timers, &mut |op, payload| {
-            tally.messages_in += 1;
-            published.push(wire::shared(op, payload));
-        });
+        let r = c.on_readable(
+            &mut self.scratch,
+            hangup,
+            now,
+            &self.timers,
+            &mut |op, payload| {
+                tally.messages_in += 1;
+                published.push(wire::shared(op, payload));
+            },
+        );
         self.tally.bytes_in += c.take_rx_bytes();
         if r == Readable::More {
             self.again.push(key);
@@ -477,14 +486,16 @@ impl Worker {
                 continue;
             };
             c.dirty = false;
-            self.tally.bytes_out += c.flush() as u64;
+            self.tally.bytes_out += c.flush(&mut self.scratch) as u64;
             if c.finished() {
                 self.reap(key);
             }
         }
         for (to, batch) in self.outgoing.iter_mut().enumerate() {
             if !batch.is_empty() {
-                self.peers[to].send(ToWorker::Hub(std::mem::take(batch)));
+                // The next batch is likely the same size: allocate it once instead of growing.
+                let next = Vec::with_capacity(batch.len());
+                self.peers[to].send(ToWorker::Hub(std::mem::replace(batch, next)));
             }
         }
         if !self.closed.is_empty() {
