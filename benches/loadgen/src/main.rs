@@ -1,0 +1,244 @@
+//! wsrelay's load generator: drives a WebSocket relay (wsrelay or a peer) on loopback and prints
+//! one JSON object per run. See `loadgen --help`; `benches/compare` drives it against every server.
+
+mod hist;
+mod hs;
+mod idle;
+mod json;
+mod net;
+mod relay;
+mod sys;
+mod ws;
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const HELP: &str = "\
+loadgen SCENARIO --addr 127.0.0.1:PORT [options]      one JSON object on stdout
+
+scenarios:
+  fanout      S subscribers + P publishers in one room ({prefix}/fanout)
+              --subs S (1000) --pubs P (4) --size B (64) --messages M (0: no limit)
+              --window W (16, per publisher, in flight until every member has it)
+              | --rate D (deliveries per second over all publishers; fixed schedule)
+  rooms       R rooms x K members, every member publishes ({prefix}/rooms-N)
+              --rooms R (1000) --members K (10) --size B (64) --window W (2) | --rate D
+  idle        C connections held ({prefix}/idle-N, 100 per room); server RSS per connection
+              --conns C (19000) --settle SECS (1)
+  handshakes  connect + upgrade + close, repeated
+              --concurrency N (32)
+
+common:
+  --addr ADDR           server (loopback IPv4 only)
+  --server-pid PID      report the server's CPU (from /proc/PID/stat) and RSS/HWM
+  --label TEXT          copied into the JSON as \"server\"
+  --path-prefix P       (/bench)
+  --threads T           loader threads for fanout/rooms (2)
+  --warmup SECS (1)  --duration SECS (5)  --drain SECS (3)  --setup-timeout SECS (60)
+  --sources N           127.0.0.x source addresses to spread connections over (64)
+  --connect-concurrency N   handshakes in flight during setup (128)
+  --deadline SECS       hard limit for the whole run; default: sum of the above + 30
+";
+
+struct Args {
+    scenario: String,
+    kv: HashMap<String, String>,
+    used: std::cell::RefCell<Vec<String>>,
+}
+
+impl Args {
+    fn parse() -> Result<Args, String> {
+        let mut it = std::env::args().skip(1);
+        let scenario = it.next().ok_or("no scenario (see --help)")?;
+        if scenario == "--help" || scenario == "-h" {
+            print!("{HELP}");
+            std::process::exit(0);
+        }
+        let mut kv = HashMap::new();
+        while let Some(k) = it.next() {
+            let Some(name) = k.strip_prefix("--") else {
+                return Err(format!("unexpected argument {k:?}"));
+            };
+            let v = it.next().ok_or(format!("--{name} needs a value"))?;
+            kv.insert(name.to_string(), v);
+        }
+        Ok(Args {
+            scenario,
+            kv,
+            used: Default::default(),
+        })
+    }
+
+    fn raw(&self, k: &str) -> Option<&String> {
+        self.used.borrow_mut().push(k.to_string());
+        self.kv.get(k)
+    }
+
+    fn get<T: std::str::FromStr>(&self, k: &str, default: T) -> Result<T, String> {
+        match self.raw(k) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("--{k}: cannot parse {v:?}")),
+        }
+    }
+
+    fn opt<T: std::str::FromStr>(&self, k: &str) -> Result<Option<T>, String> {
+        match self.raw(k) {
+            None => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("--{k}: cannot parse {v:?}")),
+        }
+    }
+
+    fn secs(&self, k: &str, default: f64) -> Result<Duration, String> {
+        let s: f64 = self.get(k, default)?;
+        if !(0.0..1e6).contains(&s) {
+            return Err(format!("--{k}: out of range"));
+        }
+        Ok(Duration::from_secs_f64(s))
+    }
+
+    fn check_unused(&self) -> Result<(), String> {
+        let used = self.used.borrow();
+        for k in self.kv.keys() {
+            if !used.contains(k) {
+                return Err(format!("--{k} does not apply to {}", self.scenario));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn run() -> Result<(), String> {
+    let a = Args::parse()?;
+    let nofile = sys::raise_nofile();
+    let server: SocketAddrV4 = a
+        .raw("addr")
+        .ok_or("--addr is required")?
+        .parse()
+        .map_err(|_| "--addr must be an IPv4 address:port")?;
+    if !server.ip().is_loopback() {
+        return Err("--addr must be a loopback address: load goes to this machine only".into());
+    }
+    let server_pid: Option<u32> = a.opt("server-pid")?;
+    let label: Option<String> = a.opt("label")?;
+    let prefix: String = a.get("path-prefix", "/bench".to_string())?;
+    let threads: usize = a.get("threads", 2)?;
+    let warmup = a.secs("warmup", 1.0)?;
+    let duration = a.secs("duration", 5.0)?;
+    let drain = a.secs("drain", 3.0)?;
+    let setup_timeout = a.secs("setup-timeout", 60.0)?;
+    let sources: u32 = a.get("sources", 64)?;
+    let concurrency: usize = a.get("connect-concurrency", 128)?;
+    let default_deadline = warmup + duration + drain + setup_timeout + Duration::from_secs(30);
+    let deadline = a.secs("deadline", default_deadline.as_secs_f64())?;
+    // Hard deadline: whatever happens, the run ends.
+    std::thread::spawn(move || {
+        std::thread::sleep(deadline);
+        println!(
+            "{{\"error\":\"hard deadline of {:.0} s reached\"}}",
+            deadline.as_secs_f64()
+        );
+        std::process::exit(3);
+    });
+
+    let mut j = match a.scenario.as_str() {
+        "fanout" | "rooms" => {
+            let fanout = a.scenario == "fanout";
+            let (rooms, members, publishers) = if fanout {
+                let subs: usize = a.get("subs", 1000)?;
+                let pubs: usize = a.get("pubs", 4)?;
+                (1, subs + pubs, pubs)
+            } else {
+                let k: usize = a.get("members", 10)?;
+                (a.get("rooms", 1000)?, k, k)
+            };
+            let rate: Option<f64> = a.opt("rate")?;
+            let window: Option<u32> = a.opt("window")?;
+            let window = match (window, rate) {
+                (Some(_), Some(_)) => return Err("--window and --rate exclude each other".into()),
+                (None, None) => Some(if fanout { 16 } else { 2 }),
+                (w, _) => w,
+            };
+            if window == Some(0) {
+                return Err("--window must be at least 1".into());
+            }
+            let o = relay::Opts {
+                scenario: if fanout { "fanout" } else { "rooms" },
+                server,
+                server_pid,
+                path_prefix: prefix,
+                rooms,
+                members,
+                publishers,
+                size: a.get("size", 64)?,
+                window,
+                rate,
+                messages: a.get("messages", 0)?,
+                threads,
+                sources,
+                concurrency,
+                warmup,
+                duration,
+                drain,
+                setup_timeout,
+            };
+            a.check_unused()?;
+            relay::run(&o)?
+        }
+        "idle" => {
+            let o = idle::Opts {
+                server,
+                server_pid,
+                path_prefix: prefix,
+                conns: a.get("conns", 19_000)?,
+                per_room: 100,
+                sources,
+                concurrency,
+                settle: a.secs("settle", 1.0)?,
+                duration,
+                setup_timeout,
+            };
+            a.check_unused()?;
+            let _ = (threads, warmup, drain);
+            idle::run(&o)?
+        }
+        "handshakes" => {
+            let o = hs::Opts {
+                server,
+                server_pid,
+                path_prefix: prefix,
+                concurrency: a.get("concurrency", 32)?,
+                sources,
+                warmup,
+                duration,
+            };
+            a.check_unused()?;
+            let _ = (threads, drain, setup_timeout);
+            hs::run(&o)?
+        }
+        other => return Err(format!("unknown scenario {other:?} (see --help)")),
+    };
+    j.opt("nofile_limit", Some(nofile as f64));
+    if let Some(l) = label {
+        j.str("server", &l);
+    }
+    println!("{}", j.render());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut j = json::Json::new();
+            j.str("error", &e);
+            println!("{}", j.render());
+            eprintln!("loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
