@@ -31,6 +31,12 @@ use crate::relay::hub::{Hub, Recipients, Sink};
 /// The waker's token; connections use their slab keys, which never reach this.
 pub const WAKER: Token = Token(usize::MAX);
 
+/// Readiness events taken per poll, hence per loop pass. A pass ends with one gathered write per
+/// connection that got frames, so the more reads a pass takes in, the more frames each write
+/// carries: in the 1000 rooms x 10 members benchmark 1024 gave 1.19 M deliveries per server
+/// CPU-second, 4096 gave 1.40 M, 16384 gave 1.46 M. 12 bytes each.
+const EVENTS_PER_PASS: usize = 16 * 1024;
+
 /// The worker's read buffer, shared by all its connections: bytes go from here into the
 /// connection's (small) tungstenite buffer.
 const SCRATCH_SIZE: usize = 64 * 1024;
@@ -186,7 +192,7 @@ macro_rules! fanout {
 
 impl Worker {
     fn run(&mut self) {
-        let mut events = Events::with_capacity(1024);
+        let mut events = Events::with_capacity(EVENTS_PER_PASS);
         let mut next_tick = Instant::now() + tick_interval(&self.timers);
         loop {
             let timeout = if self.again.is_empty() {
