@@ -1,7 +1,9 @@
 //! The acceptor thread: listens, reads each upgrade request without blocking under the handshake
 //! deadline, answers plain HTTP and refusals itself, and hands admitted WebSocket connections to
-//! the workers, round-robin. It alone admits connections, so the connection and room counts
-//! ([`Admission`]) need no locks; workers report every closed connection back.
+//! the workers (a small room to its owner worker, else round-robin). It alone admits
+//! connections, so the connection and room counts ([`Admission`]) need no locks; workers report
+//! every closed connection back. `gate` decides what a complete request gets; `control` answers
+//! SIGHUP and SIGTERM.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
@@ -24,6 +26,11 @@ use crate::http::{self, Parsed, Request, Status};
 use crate::metrics::{self, AcceptorCounts, WorkerCounters};
 use crate::relay::admission::{Admission, Refusal};
 
+mod control;
+mod gate;
+
+pub use gate::client_ip;
+
 /// Wakes the acceptor when a worker reports.
 pub const WAKER: Token = Token(usize::MAX);
 /// SIGTERM or SIGINT arrived.
@@ -38,7 +45,7 @@ const LISTENER_END: usize = 1024;
 const MAX_PENDING: usize = 16 * 1024;
 
 /// The chat page served at `GET /` when `demo_page` is on: self-contained, no external assets.
-const DEMO_PAGE: &str = include_str!("../demo/chat.html");
+const DEMO_PAGE: &str = include_str!("../../demo/chat.html");
 
 /// How long a plain HTTP answer waits to be read and for the client's EOF.
 const ANSWER_LINGER: Duration = Duration::from_secs(1);
@@ -318,146 +325,6 @@ impl Acceptor {
         }
     }
 
-    /// Decide what a complete request gets.
-    fn answer(&mut self, req: &Request, peer: SocketAddr, early: Vec<u8>) -> Answer {
-        let refuse = |counts: &mut AcceptorCounts, status: Status, why: &str| {
-            counts.refused(status.code());
-            debug!(
-                "{peer} {} {}: {} {why}",
-                req.method,
-                req.path,
-                status.code()
-            );
-            Answer::Http(http::refusal(status, &format!("{why}\n")))
-        };
-        if req.method == "GET" && req.path == "/healthz" {
-            return Answer::Http(http::response(Status::Ok, &[], "ok\n"));
-        }
-        if req.method == "GET" && req.path == "/metrics" {
-            self.counts.connections_open = self.admission.open() as u64;
-            self.counts.rooms_open = self.admission.rooms() as u64;
-            // Not counting this request, which is still among them.
-            self.counts.handshakes_pending = self.pending.len().saturating_sub(1) as u64;
-            let body = metrics::render(&self.counts, &self.worker_counters);
-            return Answer::Http(http::response_typed(
-                Status::Ok,
-                "text/plain; version=0.0.4; charset=utf-8",
-                body.as_bytes(),
-            ));
-        }
-        if req.method == "GET"
-            && req.path == "/"
-            && !req.upgrade_websocket
-            && self.config.server.demo_page
-        {
-            return Answer::Http(http::response_typed(
-                Status::Ok,
-                "text/html; charset=utf-8",
-                DEMO_PAGE.as_bytes(),
-            ));
-        }
-        let Some(room) = self.config.route(&req.path) else {
-            return refuse(&mut self.counts, Status::NotFound, "no room at this path");
-        };
-        if req.method != "GET" {
-            return refuse(
-                &mut self.counts,
-                Status::MethodNotAllowed,
-                "use GET to join a room",
-            );
-        }
-        if !req.upgrade_websocket {
-            return refuse(
-                &mut self.counts,
-                Status::UpgradeRequired,
-                "this is a WebSocket room: connect with a WebSocket client",
-            );
-        }
-        match req.version.as_deref() {
-            Some("13") => {}
-            Some(_) => {
-                return refuse(
-                    &mut self.counts,
-                    Status::UpgradeRequired,
-                    "unsupported Sec-WebSocket-Version",
-                );
-            }
-            None => {
-                return refuse(
-                    &mut self.counts,
-                    Status::BadRequest,
-                    "missing Sec-WebSocket-Version",
-                );
-            }
-        }
-        let key = match &req.key {
-            Some(k) if http::is_valid_key(k) => k,
-            _ => {
-                return refuse(
-                    &mut self.counts,
-                    Status::BadRequest,
-                    "missing or invalid Sec-WebSocket-Key",
-                );
-            }
-        };
-        if !req.http11 || !req.connection_upgrade || req.malformed {
-            return refuse(
-                &mut self.counts,
-                Status::BadRequest,
-                "malformed upgrade request",
-            );
-        }
-        if let Some(origin) = &req.origin
-            && !room.allowed_origins.is_empty()
-            && !room.allowed_origins.iter().any(|o| o == origin)
-        {
-            return refuse(&mut self.counts, Status::Forbidden, "origin not allowed");
-        }
-        let may_publish = match authorize(req, room, self.config.auth.as_ref()) {
-            Ok(may_publish) => may_publish,
-            Err(r) if r.is_forbidden() => {
-                return refuse(&mut self.counts, Status::Forbidden, r.reason());
-            }
-            Err(r) => return refuse(&mut self.counts, Status::Unauthorized, r.reason()),
-        };
-        let ip = client_ip(
-            peer.ip(),
-            req.forwarded_for.as_deref(),
-            &self.config.server.trusted_proxies,
-        );
-        let ticket = match self.admission.admit(&req.path, room.max_members, ip) {
-            Ok(t) => t,
-            Err(r) => {
-                let (status, why) = match r {
-                    Refusal::ServerFull => (Status::ServiceUnavailable, "server full"),
-                    Refusal::RoomFull => (Status::ServiceUnavailable, "room full"),
-                    Refusal::TooManyFromAddress => (
-                        Status::TooManyRequests,
-                        "too many connections from this address",
-                    ),
-                };
-                info!("{ip} {}: refused: {why}", req.path);
-                return refuse(&mut self.counts, status, why);
-            }
-        };
-        let protocol = http::choose_protocol(&req.protocols, &room.subprotocols);
-        self.counts.accepted += 1;
-        Answer::Upgrade(Box::new(Admitted {
-            peer: SocketAddr::new(ip, peer.port()),
-            ticket,
-            path: req.path.as_str().into(),
-            settings: RoomSettings {
-                echo: room.echo,
-                max_message_size: room.max_message_size,
-                max_messages_per_second: room.max_messages_per_second,
-                may_publish,
-                authenticated: room.auth == crate::config::RoomAuth::Jwt,
-            },
-            response: http::switching_protocols(key, protocol),
-            early,
-        }))
-    }
-
     fn hand_off(&mut self, key: usize, a: Admitted) {
         let mut p = self.pending.remove(key);
         let _ = self.poll.registry().deregister(&mut p.stream);
@@ -569,182 +436,4 @@ impl Acceptor {
             }
         }
     }
-
-    /// SIGHUP: read the file again and apply it, or keep the running config if it is broken.
-    fn reload(&mut self) {
-        if let Some(n) = &self.notify {
-            n.reloading();
-        }
-        self.apply_reload();
-        if let Some(n) = &self.notify {
-            n.ready();
-        }
-    }
-
-    fn apply_reload(&mut self) {
-        let mut buf = [0u8; 64];
-        while matches!(self.reloads.read(&mut buf), Ok(n) if n > 0) {}
-        let Some(source) = &self.source else {
-            warn!("SIGHUP: running on the built-in config (no --config); nothing to reload");
-            return;
-        };
-        let mut new = match Config::load(&source.path) {
-            Ok(c) => c,
-            Err(e) => {
-                self.counts.reloads_failed += 1;
-                warn!("reload failed, the running config stays in force: {e}");
-                return;
-            }
-        };
-        if new.server.listen != source.listen {
-            warn!(
-                "{}: listen changed; the listen addresses cannot change on reload: restart to apply",
-                source.path.display()
-            );
-        }
-        if new.server.workers != self.config.server.workers {
-            warn!(
-                "{}: workers changed; the worker count cannot change on reload: restart to apply",
-                source.path.display()
-            );
-        }
-        new.server.listen = self.config.server.listen.clone();
-        new.server.workers = self.config.server.workers;
-        let s = &new.server;
-        self.admission
-            .set_limits(s.max_connections, s.max_connections_per_ip);
-        let wc = Arc::new(WorkerConfig {
-            timers: Timers {
-                ping_interval: s.ping_interval,
-                idle_timeout: s.idle_timeout,
-                close_timeout: s.close_timeout,
-            },
-            send_queue_limit: s.send_queue_limit,
-            config: new.clone(),
-        });
-        for w in &self.workers {
-            w.send(ToWorker::Reload(Arc::clone(&wc)));
-        }
-        info!(
-            "config reloaded from {}: {} rooms",
-            source.path.display(),
-            new.rooms.len()
-        );
-        self.config = new;
-        self.counts.reloads_ok += 1;
-    }
-
-    /// Read the signal pipe empty; one byte per signal delivered.
-    fn drain_signals(&mut self) -> usize {
-        let mut buf = [0u8; 64];
-        let mut n = 0;
-        while let Ok(k @ 1..) = self.signals.read(&mut buf) {
-            n += k;
-        }
-        n
-    }
-
-    /// Stop accepting, tell every worker to close its clients with 1001, and wait for them until
-    /// `shutdown_grace` has passed.
-    fn shutdown(&mut self) -> io::Result<()> {
-        if let Some(n) = &self.notify {
-            n.stopping();
-        }
-        let grace = self.config.server.shutdown_grace;
-        info!(
-            "shutting down: closing {} connections (grace {grace:?})",
-            self.admission.open()
-        );
-        for l in &mut self.listeners {
-            let _ = self.poll.registry().deregister(l);
-        }
-        self.listeners.clear();
-        let keys: Vec<usize> = self.pending.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.drop_pending(key);
-        }
-        let deadline = Instant::now() + grace;
-        for w in &self.workers {
-            w.send(ToWorker::Shutdown { deadline });
-        }
-        if self.drain_signals() > 1 {
-            warn!("second signal: exiting without waiting for clients");
-            std::process::exit(1);
-        }
-        // Workers give up on their clients at the deadline; the slack lets them report.
-        let hard_stop = deadline + Duration::from_secs(1);
-        let mut stopped = 0;
-        let mut events = Events::with_capacity(64);
-        while stopped < self.workers.len() {
-            let left = hard_stop.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                warn!(
-                    "{} workers did not stop in time",
-                    self.workers.len() - stopped
-                );
-                break;
-            }
-            match self.poll.poll(&mut events, Some(left)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            for ev in events.iter() {
-                match ev.token() {
-                    WAKER => stopped += self.drain_inbox(),
-                    SIGNAL => {
-                        warn!("second signal: exiting without waiting for clients");
-                        std::process::exit(1);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        info!("shutdown complete");
-        Ok(())
-    }
-}
-
-/// Whether the client may join `room` (`Err`: why not) and, if so, publish there. A room with
-/// `auth = "jwt"` needs a token, in the query or an `Authorization: Bearer` header, that opens
-/// the request path; its `publish` claim is the answer. Checked before admission, so a client
-/// without a valid token never holds a slot. The token itself is never logged.
-fn authorize(
-    req: &Request,
-    room: &RoomConfig,
-    auth: Option<&AuthConfig>,
-) -> Result<bool, Rejection> {
-    let key = match (room.auth, auth) {
-        (RoomAuth::None, _) => return Ok(true),
-        (RoomAuth::Jwt, Some(auth)) => auth.jwt_secret.expose(),
-        // The config refuses a jwt room without a key; were one to slip through, no token opens it.
-        (RoomAuth::Jwt, None) => return Err(Rejection::BadSignature),
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let query = req.query.as_deref();
-    let claims = crate::auth::admit(query, req.authorization.as_deref(), key, now, &req.path)?;
-    Ok(claims.publish)
-}
-
-/// The client's address: the peer's, unless the peer is a trusted proxy, in which case the
-/// rightmost `X-Forwarded-For` address that is not itself a trusted proxy.
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(peer) {
-        return peer;
-    }
-    let Some(list) = forwarded_for else {
-        return peer;
-    };
-    let mut last = peer;
-    for hop in list.rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) if is_trusted(ip) => last = ip,
-            Ok(ip) => return ip,
-            Err(_) => return last,
-        }
-    }
-    last
 }
