@@ -261,15 +261,13 @@ impl Worker {
                     self.stopping = Some(deadline);
                     let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                     for key in keys {
-                        self.conns[key].close(
+                        self.close(
+                            key,
                             1001,
                             "server shutting down",
                             CloseReason::Shutdown,
                             now,
-                            &self.timers,
                         );
-                        self.left(key);
-                        mark_dirty(&mut self.conns, &mut self.dirty, key);
                     }
                 }
             }
@@ -291,15 +289,13 @@ impl Worker {
                         "{} in {}: room now requires a token; closing",
                         c.peer, c.path
                     );
-                    c.close(
+                    self.close(
+                        key,
                         1008,
                         "authentication required",
                         CloseReason::Policy,
                         now,
-                        &self.timers,
                     );
-                    self.left(key);
-                    mark_dirty(&mut self.conns, &mut self.dirty, key);
                 }
                 Some(room) => {
                     c.session.set_max_message_size(room.max_message_size);
@@ -309,15 +305,7 @@ impl Worker {
                 }
                 None => {
                     info!("{} in {}: room removed by reload; closing", c.peer, c.path);
-                    c.close(
-                        1001,
-                        "room removed",
-                        CloseReason::RoomRemoved,
-                        now,
-                        &self.timers,
-                    );
-                    self.left(key);
-                    mark_dirty(&mut self.conns, &mut self.dirty, key);
+                    self.close(key, 1001, "room removed", CloseReason::RoomRemoved, now);
                 }
             }
         }
@@ -367,14 +355,13 @@ impl Worker {
         self.conns[key].member = Some(member);
         mark_dirty(&mut self.conns, &mut self.dirty, key);
         if self.stopping.is_some() {
-            self.conns[key].close(
+            self.close(
+                key,
                 1001,
                 "server shutting down",
                 CloseReason::Shutdown,
                 now,
-                &self.timers,
             );
-            self.left(key);
         } else if has_early {
             let mut published = std::mem::take(&mut self.published);
             let tally = &mut self.tally;
@@ -441,16 +428,22 @@ impl Worker {
                 "{} in {}: send queue over {} bytes; closing it as too slow",
                 c.peer, c.path, self.limit
             );
-            c.close(
+            self.close(
+                key,
                 1008,
                 "too slow: send queue full",
                 CloseReason::SlowConsumer,
                 now,
-                &self.timers,
             );
-            self.left(key);
-            mark_dirty(&mut self.conns, &mut self.dirty, key);
         }
+    }
+
+    /// Start closing a connection from our side: its close frame is queued (and written at the
+    /// end of the pass) and it leaves its room at once.
+    fn close(&mut self, key: usize, code: u16, text: &str, reason: CloseReason, now: Instant) {
+        self.conns[key].close(code, text, reason, now, &self.timers);
+        self.left(key);
+        mark_dirty(&mut self.conns, &mut self.dirty, key);
     }
 
     /// The connection no longer takes part in its room.
