@@ -55,7 +55,7 @@ const ATTACK_BOUND_KIB: u64 = 32 * 1024;
 /// back: 8.4 → 4.0 MiB), so up to the buffers' 8 MiB may stay resident. What must not happen is
 /// growth with every attack: the second attack below must cost no more than the first.
 const RETURN_MARGIN_KIB: u64 = 10 * 1024;
-/// What a second, identical attack may add over the first, in KiB: noise, not another 8 MiB.
+/// What a second attack may add over the first attack's peak, in KiB: noise, not another 8 MiB.
 const REPEAT_MARGIN_KIB: u64 = 1024;
 /// Half-open connections opened before waiting for the acceptor to take them: fewer than the
 /// listen backlog (128), so no SYN is dropped and retried a second later.
@@ -114,10 +114,16 @@ fn half_open_handshakes_and_stalled_readers_do_not_hurt_normal_clients() {
         "RSS {after_first} KiB stays {} KiB over the baseline {baseline} KiB",
         after_first - baseline
     );
+    // A leak shows as a second attack that needs more than the first did (another 8 MiB of
+    // head buffers). Where the freed memory sits afterwards is the allocator's business: glibc
+    // returns it only when nothing live sits above it, and whether a long-lived block landed
+    // there during the attack is a matter of timing (seen: after it 11.3 MiB in one run, 15.1 MiB,
+    // the first attack's peak, in the next). So both are bounded by the first attack's peak.
     assert!(
         second.held.max(second.peak) < peak + REPEAT_MARGIN_KIB
-            && after_second < after_first + REPEAT_MARGIN_KIB,
-        "a second attack grew the daemon again: {second:?}, after it {after_second} KiB"
+            && after_second < peak + REPEAT_MARGIN_KIB,
+        "a second attack grew the daemon again: {second:?}, after it {after_second} KiB \
+         (first attack's peak {peak} KiB)"
     );
     for s in &normal {
         let _ = s.shutdown(Shutdown::Both);
