@@ -105,10 +105,16 @@ impl<T> Mailbox<T> {
 
     /// Send and wake the receiver. False when the receiver is gone (it has stopped).
     pub fn send(&self, msg: T) -> bool {
-        if self.tx.send(msg).is_err() {
-            return false;
-        }
-        // A wake can fail only if the poll is gone, which the failed send above already covers.
+        self.push(msg) && self.wake()
+    }
+
+    /// Send without waking: the caller wakes the receiver once after a batch.
+    pub fn push(&self, msg: T) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+
+    /// Wake the receiver. A wake can fail only if its poll is gone, which a send also reports.
+    pub fn wake(&self) -> bool {
         let _ = self.waker.wake();
         true
     }

@@ -3,8 +3,8 @@
 //! and the slab.
 //!
 //! Life of a connection (see also `LIFECYCLE.md`):
-//! `Open` → (we close: idle, slow, shutdown) `Closing` → `Lingering` → gone
-//! `Open` → (peer closes, or breaks the protocol) `Lingering` → gone
+//! `Open` → (we close: idle, slow, shutdown) `Closing` → `Closed` → gone
+//! `Open` → (peer closes) `Closed` → gone; `Open` → (peer breaks the protocol) `Lingering` → gone
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
@@ -15,7 +15,7 @@ use mio::net::TcpStream;
 
 use super::bus::{MemberId, RoomSettings};
 use super::outbox::{Outbox, Push};
-use super::session::Session;
+use super::session::{Phase, Session};
 use super::wire::{self, Opcode};
 use crate::metrics::CloseReason;
 use crate::relay::RoomId;
@@ -260,6 +260,8 @@ impl Conn {
 
     /// Nothing more to do: the socket can be dropped.
     pub fn finished(&self) -> bool {
-        self.failed || self.eof
+        self.failed
+            || self.eof
+            || (matches!(self.session.phase(), Phase::Closed { .. }) && self.out.is_empty())
     }
 }

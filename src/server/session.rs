@@ -30,8 +30,12 @@ pub enum Phase {
     Open,
     /// We sent a close frame and wait for the peer's, until the deadline.
     Closing { deadline: Instant },
-    /// The WebSocket is over: send what is queued, shut our side, wait for the peer's EOF.
+    /// The WebSocket failed (our close frame is queued): send what is queued, shut our side, and
+    /// read until the peer's EOF, since it may still be sending.
     Lingering { deadline: Instant, shut: bool },
+    /// The close handshake is complete: send what is queued (our reply) and close the socket.
+    /// The server closes the TCP connection first, as RFC 6455 wants.
+    Closed { deadline: Instant },
 }
 
 /// Reads from bytes the worker already took off the socket; writes into a buffer the connection
@@ -188,7 +192,7 @@ impl Session {
         out: &mut Vec<u8>,
         publish: &mut impl FnMut(Opcode, &[u8]),
     ) {
-        if let Phase::Lingering { .. } = self.phase {
+        if let Phase::Lingering { .. } | Phase::Closed { .. } = self.phase {
             return; // The WebSocket is over; what arrives now is discarded.
         }
         let mut a = Adapter { input, out };
@@ -221,7 +225,9 @@ impl Session {
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break None,
                 // The close handshake is complete.
                 Err(WsError::ConnectionClosed) | Err(WsError::AlreadyClosed) => {
-                    self.linger(now, close_timeout);
+                    self.phase = Phase::Closed {
+                        deadline: now + close_timeout,
+                    };
                     break None;
                 }
                 Err(WsError::Utf8(_)) => break Some((1007, "invalid UTF-8", CloseReason::BadUtf8)),
@@ -303,7 +309,9 @@ impl Session {
     pub fn expired(&self, now: Instant) -> bool {
         match self.phase {
             Phase::Open => false,
-            Phase::Closing { deadline } | Phase::Lingering { deadline, .. } => now >= deadline,
+            Phase::Closing { deadline }
+            | Phase::Lingering { deadline, .. }
+            | Phase::Closed { deadline } => now >= deadline,
         }
     }
 }
@@ -393,10 +401,12 @@ mod tests {
         let mut s = session();
         let (_, out) = run(&mut s, &client(0x88, &1000u16.to_be_bytes()), 100);
         assert_eq!(out, wire::close(1000, ""));
-        assert!(matches!(s.phase(), Phase::Lingering { .. }));
+        assert!(matches!(s.phase(), Phase::Closed { .. }));
         assert_eq!(s.reason(), Some(CloseReason::Normal));
-        assert!(s.shut());
-        assert!(!s.shut(), "shut once");
+        assert!(
+            !s.shut(),
+            "a completed handshake closes, it does not linger"
+        );
     }
 
     #[test]
@@ -412,7 +422,7 @@ mod tests {
         input.extend(client(0x88, &1001u16.to_be_bytes()));
         let (got, out) = run(&mut s, &input, 100);
         assert!(got.is_empty() && out.is_empty(), "no second close frame");
-        assert!(matches!(s.phase(), Phase::Lingering { .. }));
+        assert!(matches!(s.phase(), Phase::Closed { .. }));
         assert_eq!(s.reason(), Some(CloseReason::Shutdown));
     }
 

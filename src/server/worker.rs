@@ -506,8 +506,8 @@ impl Worker {
 
     fn reap(&mut self, key: usize) {
         self.left(key);
-        let mut c = self.conns.remove(key);
-        let _ = self.poll.registry().deregister(&mut c.stream);
+        // Dropping the socket closes it, which takes it out of the epoll set: no deregister call.
+        let c = self.conns.remove(key);
         self.tally.closed(c.reason());
         debug!("{} left {} ({:?})", c.peer, c.path, c.reason());
         self.closed.push(c.ticket);

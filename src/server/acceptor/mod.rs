@@ -60,6 +60,8 @@ struct Pending {
     buf: Vec<u8>,
     deadline: Instant,
     state: PendingState,
+    /// In the acceptor's poll (only once a first read found the request incomplete).
+    registered: bool,
 }
 
 enum PendingState {
@@ -124,12 +126,15 @@ struct Acceptor {
     admission: Admission,
     counts: AcceptorCounts,
     next_worker: usize,
+    /// Workers handed a connection this pass, to be woken once at its end.
+    to_wake: Vec<bool>,
 }
 
 /// Run the acceptor until a shutdown completes.
 pub fn run(setup: AcceptorSetup) -> io::Result<()> {
     let server = &setup.config.server;
     let admission = Admission::new(server.max_connections, server.max_connections_per_ip);
+    let to_wake = vec![false; setup.workers.len()];
     let mut a = Acceptor {
         poll: setup.poll,
         listeners: setup.listeners,
@@ -145,6 +150,7 @@ pub fn run(setup: AcceptorSetup) -> io::Result<()> {
         admission,
         counts: AcceptorCounts::default(),
         next_worker: 0,
+        to_wake,
     };
     for (i, l) in a.listeners.iter_mut().enumerate() {
         a.poll
@@ -198,6 +204,11 @@ impl Acceptor {
                     Token(t) => self.on_pending(t - LISTENER_END, now),
                 }
             }
+            for (w, wake) in self.to_wake.iter_mut().enumerate() {
+                if std::mem::take(wake) {
+                    self.workers[w].wake();
+                }
+            }
             if let (Some(every), Some(n)) = (watchdog, &self.notify)
                 && now >= next_ping
             {
@@ -243,25 +254,33 @@ impl Acceptor {
                 continue;
             }
             let _ = stream.set_nodelay(true);
-            let entry = self.pending.vacant_entry();
-            let mut p = Pending {
+            let key = self.pending.insert(Pending {
                 stream,
                 peer,
                 buf: Vec::new(),
                 deadline: now + self.config.server.handshake_timeout,
                 state: PendingState::Reading,
-            };
-            let token = Token(LISTENER_END + entry.key());
-            if let Err(e) = self.poll.registry().register(
-                &mut p.stream,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                warn!("{peer}: cannot register: {e}");
-                continue;
+                registered: false,
+            });
+            // The request has usually arrived with the connection: read it at once, and take the
+            // connection into the poll only if it must wait (no register/deregister pair for a
+            // connection that is answered or handed off right away). Registration reports what
+            // became readable in between, so nothing is missed.
+            self.read_request(key, now);
+            if let Some(p) = self.pending.get_mut(key) {
+                let token = Token(LISTENER_END + key);
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                if let Err(e) = self
+                    .poll
+                    .registry()
+                    .register(&mut p.stream, token, interest)
+                {
+                    warn!("{peer}: cannot register: {e}");
+                    self.drop_pending(key);
+                    continue;
+                }
+                p.registered = true;
             }
-            entry.insert(p);
-            // No readiness check here: the registration reports what is already readable.
         }
     }
 
@@ -327,7 +346,10 @@ impl Acceptor {
 
     fn hand_off(&mut self, key: usize, a: Admitted) {
         let mut p = self.pending.remove(key);
-        let _ = self.poll.registry().deregister(&mut p.stream);
+        if p.registered {
+            // The socket lives on in a worker's poll: it must leave this one.
+            let _ = self.poll.registry().deregister(&mut p.stream);
+        }
         let Admitted {
             peer,
             ticket,
@@ -355,7 +377,10 @@ impl Acceptor {
             self.next_worker = self.next_worker.wrapping_add(1);
             self.next_worker % n
         };
-        if !self.workers[w].send(ToWorker::Conn(Box::new(h))) {
+        // Woken once at the end of the pass, however many connections it got.
+        if self.workers[w].push(ToWorker::Conn(Box::new(h))) {
+            self.to_wake[w] = true;
+        } else {
             self.admission.release(ticket);
         }
     }
@@ -414,9 +439,9 @@ impl Acceptor {
         }
     }
 
+    /// Dropping the socket closes it, which also takes it out of the poll.
     fn drop_pending(&mut self, key: usize) {
-        let mut p = self.pending.remove(key);
-        let _ = self.poll.registry().deregister(&mut p.stream);
+        self.pending.remove(key);
     }
 
     fn expire(&mut self, now: Instant) {
