@@ -39,7 +39,7 @@ const ROOM: RoomId = RoomId(0);
 
 /// One worker owns the room and all its `n` members.
 fn one_worker(n: u64, echo: bool) -> (Hub<Frame, Member>, Counting) {
-    let mut hub = Hub::new(WorkerId(0), 1);
+    let mut hub = Hub::new(WorkerId(0), 1, 0);
     let mut sink = Counting::default();
     for m in 0..n {
         hub.join(ROOM, m, echo, &mut sink);
@@ -57,7 +57,7 @@ struct Pair {
 impl Pair {
     fn new(n: u64) -> Pair {
         let mut p = Pair {
-            hubs: [Hub::new(WorkerId(0), 2), Hub::new(WorkerId(1), 2)],
+            hubs: [Hub::new(WorkerId(0), 2, 0), Hub::new(WorkerId(1), 2, 1)],
             sinks: [Counting::default(), Counting::default()],
         };
         for m in 0..n {

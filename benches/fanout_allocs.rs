@@ -70,7 +70,7 @@ const MESSAGES: u64 = 1_000;
 /// Publish `MESSAGES` messages after a warm-up; returns (deliveries, allocations, bytes).
 fn measure(workers: usize, n: u64) -> (u64, u64, u64) {
     let mut hubs: Vec<Hub<Frame, u64>> = (0..workers)
-        .map(|w| Hub::new(WorkerId(w as u32), workers))
+        .map(|w| Hub::new(WorkerId(w as u32), workers, w as u64))
         .collect();
     let mut sinks: Vec<Sink0> = (0..workers).map(|_| Sink0::default()).collect();
     for m in 0..n {

@@ -69,12 +69,15 @@ pub struct Tally {
     pub frames_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Times a publisher stopped being read by flow control.
+    pub reads_paused: u64,
     pub closed: [u64; CloseReason::ALL.len()],
 }
 
 impl Tally {
     pub fn is_zero(&self) -> bool {
         self.messages_in == 0
+            && self.reads_paused == 0
             && self.frames_out == 0
             && self.bytes_in == 0
             && self.bytes_out == 0
@@ -93,10 +96,32 @@ pub struct WorkerCounters {
     frames_out: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    reads_paused: AtomicU64,
     closed: [AtomicU64; CloseReason::ALL.len()],
+    /// When the worker last completed a loop pass, in milliseconds since [`clock_ms`]'s start.
+    last_pass: AtomicU64,
+}
+
+/// Milliseconds since the first call: a clock threads can share through an atomic.
+pub fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 impl WorkerCounters {
+    /// The worker completed a loop pass now.
+    pub fn beat(&self) {
+        self.last_pass.store(clock_ms(), Relaxed);
+    }
+
+    /// Milliseconds since the worker last completed a loop pass.
+    pub fn since_last_pass(&self) -> u64 {
+        clock_ms().saturating_sub(self.last_pass.load(Relaxed))
+    }
+
     /// Add a pass's tally and reset it.
     pub fn add(&self, t: &mut Tally) {
         if t.is_zero() {
@@ -106,6 +131,7 @@ impl WorkerCounters {
         self.frames_out.fetch_add(t.frames_out, Relaxed);
         self.bytes_in.fetch_add(t.bytes_in, Relaxed);
         self.bytes_out.fetch_add(t.bytes_out, Relaxed);
+        self.reads_paused.fetch_add(t.reads_paused, Relaxed);
         for (c, n) in self.closed.iter().zip(t.closed) {
             if n > 0 {
                 c.fetch_add(n, Relaxed);
@@ -124,6 +150,7 @@ impl WorkerCounters {
             frames_out: self.frames_out.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
+            reads_paused: self.reads_paused.load(Relaxed),
             closed,
         }
     }
@@ -169,6 +196,7 @@ pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounter
         sum.frames_out += s.frames_out;
         sum.bytes_in += s.bytes_in;
         sum.bytes_out += s.bytes_out;
+        sum.reads_paused += s.reads_paused;
         for (a, b) in sum.closed.iter_mut().zip(s.closed) {
             *a += b;
         }
@@ -226,6 +254,11 @@ pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounter
             "wsrelay_sent_bytes_total",
             "Bytes written to WebSocket connections.",
             sum.bytes_out,
+        ),
+        (
+            "wsrelay_publishers_paused_total",
+            "Times a publisher stopped being read until other threads took its messages (flow control).",
+            sum.reads_paused,
         ),
         (
             "wsrelay_slow_consumer_disconnects_total",

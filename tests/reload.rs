@@ -70,7 +70,7 @@ fn a_broken_file_keeps_the_running_config() {
     let mut chat: Vec<Ws> = (0..2).map(|_| d.connect("/chat", &[])).collect();
     barrier(&mut chat, true);
 
-    d.rewrite_config("[[room]]\npath = \"/new\"\nmax_members = 0\n");
+    d.rewrite_config("[[room]]\npath = \"/new\"\nmax_message_size = 0\n");
     reload(&d, "failed", 1.0);
     assert_eq!(
         d.metric("wsrelay_config_reloads_total{result=\"ok\"}"),

@@ -23,6 +23,7 @@ const CONFIG: &str = r#"
 [server]
 workers = 2
 send_queue_limit = "64KiB"
+max_message_size = "16KiB"
 close_timeout = "30s"
 
 [[room]]

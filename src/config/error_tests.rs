@@ -104,6 +104,12 @@ fn server_limits_are_checked() {
         "2:20: send_queue_limit must be at least 1 byte"
     );
     assert_eq!(
+        e("send_queue_limit = \"200KiB\""),
+        "2:20: send_queue_limit (204800 bytes) must hold at least 4 messages of max_message_size \
+         (65536 bytes), or a reader that keeps up could be cut by one burst: raise \
+         send_queue_limit or lower max_message_size"
+    );
+    assert_eq!(
         e("send_queue_limit = -5"),
         "2:20: send_queue_limit must not be negative"
     );
@@ -252,8 +258,10 @@ fn room_paths_are_checked() {
 fn room_keys_are_checked() {
     let e = |body: &str| err(&format!("[[room]]\npath = \"/chat\"\n{body}\n"));
     assert_eq!(
-        e("max_members = 0"),
-        "3:15: room \"/chat\": max_members must be at least 1"
+        e("max_message_size = \"512KiB\""),
+        "3:20: room \"/chat\": send_queue_limit (1048576 bytes) must hold at least 4 messages of \
+         max_message_size (524288 bytes), or a reader that keeps up could be cut by one burst: \
+         raise send_queue_limit or lower max_message_size"
     );
     assert_eq!(
         e("max_message_size = 0"),

@@ -92,8 +92,14 @@ pub const DEFAULT_DEMO_PAGE: bool = false;
 pub const DEFAULT_COLOCATE_MEMBERS: usize = 32;
 /// Subprotocols a room offers (none): most clients ask for none.
 pub const DEFAULT_SUBPROTOCOLS: [&str; 0] = [];
-/// Members in one room. Bounds the fan-out cost of one message (one refcount per member).
-pub const DEFAULT_MAX_MEMBERS: usize = 10_000;
+/// Members in one room: no cap of its own (0). `max_connections` already bounds the server, and a
+/// cap per room surprised the operator of a live event whose 10,001st viewer got 503 on a server
+/// with room for ten times more; a room that needs one sets it.
+pub const DEFAULT_MAX_MEMBERS: usize = 0;
+/// `send_queue_limit` must hold at least this many of the largest messages a room allows: a
+/// reader that keeps up is then never cut by one burst of full-size messages, and the flow
+/// control between threads (a fraction of the limit per pass) always has a whole message of room.
+pub const QUEUE_MESSAGES_MIN: usize = 4;
 /// Whether the sender gets its own message back, as with socket.io's `io.emit`: a chat client can
 /// then draw its message when it comes back in the room's order, like everyone else's.
 pub const DEFAULT_ECHO: bool = true;
@@ -165,6 +171,7 @@ pub struct RoomConfig {
     pub pattern: bool,
     /// In preference order; valid HTTP tokens, no duplicates.
     pub subprotocols: Vec<String>,
+    /// Members at once; 0: no cap.
     pub max_members: usize,
     pub echo: bool,
     /// Exact `scheme://host[:port]`, lowercase; empty: any origin.

@@ -7,7 +7,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::raw::RawRoom;
-use super::validate::{Invalid, at_least_one, size};
+use super::validate::{Invalid, check_fits_queue, size};
 use super::*;
 
 /// A validated room, with the span of its path for the duplicate check.
@@ -66,7 +66,9 @@ fn room_keys(
         ));
     }
 
-    let max_members = at_least_one("max_members", raw.max_members, DEFAULT_MAX_MEMBERS)?;
+    let max_members = raw
+        .max_members
+        .map_or(DEFAULT_MAX_MEMBERS, Spanned::into_inner);
 
     let mut allowed_origins = Vec::with_capacity(raw.allowed_origins.len());
     for origin in raw.allowed_origins {
@@ -77,6 +79,7 @@ fn room_keys(
         allowed_origins.push(origin.into_inner());
     }
 
+    let own_size = raw.max_message_size.as_ref().map(Spanned::span);
     let max_message_size = size(
         "max_message_size",
         raw.max_message_size,
@@ -84,6 +87,10 @@ fn room_keys(
         1,
         MESSAGE_SIZE_CEILING,
     )?;
+    // The server's own max_message_size is checked against the limit with the server's keys.
+    if let Some(span) = own_size {
+        check_fits_queue(max_message_size, server.send_queue_limit, span)?;
+    }
 
     let auth = match raw.auth {
         None => DEFAULT_ROOM_AUTH,

@@ -58,15 +58,15 @@ fn an_empty_file_gets_every_server_default_and_no_rooms() {
 
 #[test]
 fn a_room_gets_every_room_default() {
-    let config = ok("[server]\nmax_message_size = \"1MiB\"\n[[room]]\npath = \"/chat\"\n");
+    let config = ok("[server]\nmax_message_size = \"256KiB\"\n[[room]]\npath = \"/chat\"\n");
     let expected = RoomConfig {
         path: "/chat".into(),
         pattern: false,
         subprotocols: vec![],
-        max_members: 10_000,
+        max_members: 0,
         echo: true,
         allowed_origins: vec![],
-        max_message_size: 1024 * 1024, // the server's
+        max_message_size: 256 * 1024, // the server's
         max_messages_per_second: 0,
         auth: RoomAuth::None,
     };
@@ -98,7 +98,7 @@ fn every_key_can_be_set() {
         max_members = 2
         echo = false
         allowed_origins = ["https://example.com", "http://localhost:3000", "http://[::1]:8080"]
-        max_message_size = "1MB"
+        max_message_size = "500KB"
         max_messages_per_second = 20
         auth = "jwt"
 
@@ -136,7 +136,7 @@ fn every_key_can_be_set() {
     assert_eq!(room.subprotocols, ["v2.json", "v1"]);
     assert_eq!(
         (room.max_members, room.echo, room.max_message_size),
-        (2, false, 1_000_000)
+        (2, false, 500_000)
     );
     assert_eq!(
         (room.max_messages_per_second, room.auth),
@@ -183,10 +183,7 @@ fn the_builtin_default_makes_every_path_a_room() {
         ("/*", true, true)
     );
     assert!(room.subprotocols.is_empty() && room.allowed_origins.is_empty());
-    assert_eq!(
-        (room.max_members, room.max_message_size),
-        (10_000, 64 * 1024)
-    );
+    assert_eq!((room.max_members, room.max_message_size), (0, 64 * 1024));
     for path in ["/", "/chat", "/a/b/c"] {
         assert_eq!(
             config.route(path).map(|r| r.path.as_str()),
@@ -351,7 +348,7 @@ fn size_keys_take_every_unit() {
         1_000_000
     );
     assert_eq!(
-        ok("[server]\nmax_message_size = \"1GiB\"")
+        ok("[server]\nmax_message_size = \"1GiB\"\nsend_queue_limit = \"4GiB\"")
             .server
             .max_message_size,
         1 << 30

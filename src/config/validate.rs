@@ -235,6 +235,7 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig, Invalid> {
     let (shutdown_grace, _) =
         duration("shutdown_grace", raw.shutdown_grace, DEFAULT_SHUTDOWN_GRACE)?;
 
+    let size_span = raw.max_message_size.as_ref().map(Spanned::span);
     let max_message_size = size(
         "max_message_size",
         raw.max_message_size,
@@ -249,6 +250,7 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig, Invalid> {
         HEADER_SIZE_FLOOR,
         HEADER_SIZE_CEILING,
     )?;
+    let queue_span = raw.send_queue_limit.as_ref().map(Spanned::span);
     let send_queue_limit = size(
         "send_queue_limit",
         raw.send_queue_limit,
@@ -256,6 +258,9 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig, Invalid> {
         1,
         usize::MAX,
     )?;
+    if let Some(span) = queue_span.or(size_span) {
+        check_fits_queue(max_message_size, send_queue_limit, span)?;
+    }
 
     let trusted_proxies = match raw.trusted_proxies {
         None => DEFAULT_TRUSTED_PROXIES.to_vec(),
@@ -327,6 +332,24 @@ pub(super) fn resolve_workers(workers: usize) -> usize {
             .min(MAX_WORKERS),
         n => n,
     }
+}
+
+/// `send_queue_limit` must hold [`QUEUE_MESSAGES_MIN`] messages of `max_message_size`; `span`
+/// points at the key that is written (the limit, or the size when the limit is the default).
+pub(super) fn check_fits_queue(
+    max_message_size: usize,
+    send_queue_limit: usize,
+    span: Range<usize>,
+) -> Result<(), Invalid> {
+    if max_message_size.saturating_mul(QUEUE_MESSAGES_MIN) <= send_queue_limit {
+        return Ok(());
+    }
+    let message = format!(
+        "send_queue_limit ({send_queue_limit} bytes) must hold at least {QUEUE_MESSAGES_MIN} \
+         messages of max_message_size ({max_message_size} bytes), or a reader that keeps up \
+         could be cut by one burst: raise send_queue_limit or lower max_message_size"
+    );
+    Err(Invalid::new(span, message))
 }
 
 /// A count that must be at least 1.

@@ -67,7 +67,7 @@ impl Admission {
     }
 
     /// Admit a connection from `ip` to the room at `path` (the request path, which for a pattern
-    /// room is one room of its own), holding at most `max_members`.
+    /// room is one room of its own), holding at most `max_members` (0: no cap).
     pub fn admit(&mut self, path: &str, max_members: usize, ip: IpAddr) -> Result<Ticket, Refusal> {
         let ip = ip.to_canonical();
         if self.open >= self.max_connections {
@@ -80,16 +80,13 @@ impl Admission {
         let room = match self.by_path.get(path) {
             Some(&id) => {
                 let slot = self.by_id.get_mut(&id).expect("by_path and by_id agree");
-                if slot.members >= max_members {
+                if max_members > 0 && slot.members >= max_members {
                     return Err(Refusal::RoomFull);
                 }
                 slot.members += 1;
                 id
             }
             None => {
-                if max_members == 0 {
-                    return Err(Refusal::RoomFull);
-                }
                 let id = RoomId(self.next_room);
                 self.next_room += 1;
                 self.by_path.insert(path.into(), id);
@@ -108,15 +105,17 @@ impl Admission {
         Ok(Ticket { room, ip })
     }
 
-    /// A connection admitted with `ticket` is gone. Releasing an unknown ticket is ignored.
-    pub fn release(&mut self, ticket: Ticket) {
-        let Some(slot) = self.by_id.get_mut(&ticket.room) else {
-            return;
-        };
+    /// A connection admitted with `ticket` is gone. Returns the room when that was its last
+    /// member: the room is over (its id is never used again), and its owner may forget it.
+    /// Releasing an unknown ticket is ignored.
+    pub fn release(&mut self, ticket: Ticket) -> Option<RoomId> {
+        let slot = self.by_id.get_mut(&ticket.room)?;
         slot.members -= 1;
+        let mut closed = None;
         if slot.members == 0 {
             let slot = self.by_id.remove(&ticket.room).expect("present");
             self.by_path.remove(&slot.path);
+            closed = Some(ticket.room);
         }
         self.open -= 1;
         if let Some(n) = self.per_address.get_mut(&ticket.ip) {
@@ -125,6 +124,7 @@ impl Admission {
                 self.per_address.remove(&ticket.ip);
             }
         }
+        closed
     }
 
     /// Connections admitted and not yet released.
@@ -192,11 +192,24 @@ mod tests {
     }
 
     #[test]
+    fn max_members_0_is_no_cap() {
+        let mut a = Admission::new(100, 0);
+        let tickets: Vec<Ticket> = (0..50).map(|_| a.admit("/a", 0, ip(1)).unwrap()).collect();
+        assert_eq!(a.members("/a"), 50);
+        let closed: Vec<_> = tickets.into_iter().filter_map(|t| a.release(t)).collect();
+        assert_eq!(closed.len(), 1, "only the last release closes the room");
+    }
+
+    #[test]
     fn a_room_that_empties_comes_back_with_a_new_id() {
         let mut a = Admission::new(10, 0);
         let t = a.admit("/rooms/x", 5, ip(1)).unwrap();
         assert_eq!(a.path_of(t.room), Some("/rooms/x"));
-        a.release(t);
+        assert_eq!(
+            a.release(t),
+            Some(t.room),
+            "the last member closes the room"
+        );
         assert_eq!(a.rooms(), 0);
         let t2 = a.admit("/rooms/x", 5, ip(1)).unwrap();
         assert_ne!(t.room, t2.room);

@@ -6,15 +6,31 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::flow::Credit;
 use crate::relay::RoomId;
 use crate::relay::admission::Ticket;
 use crate::relay::hub::Envelope;
 
-/// A frame encoded once, shared across workers.
-pub type SharedFrame = Arc<[u8]>;
+/// A message's frame, encoded once and shared across workers, with the publisher's credit for it
+/// (returned when the last worker has taken it: see `flow`).
+#[derive(Debug)]
+pub struct Frame {
+    pub bytes: Box<[u8]>,
+    /// Held for its `Drop`: the credit returns when the last worker has let go of the frame.
+    #[allow(dead_code)]
+    pub credit: Option<Credit>,
+}
 
-/// A member as the hubs know it: the worker-local connection id (slab key and generation).
-pub type MemberId = u64;
+/// A frame as it travels between workers.
+pub type SharedFrame = Arc<Frame>;
+
+/// A member as the hubs know it: a connection on its worker, by slab key and a generation that
+/// tells apart the connections that used the same key one after another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MemberId {
+    pub key: u32,
+    pub generation: u32,
+}
 
 /// An envelope between workers' hubs.
 pub type HubEnvelope = Envelope<SharedFrame, MemberId>;
@@ -55,6 +71,9 @@ pub enum ToWorker {
     Conn(Box<Handoff>),
     /// Envelopes from one other worker, in the order it produced them.
     Hub(Vec<HubEnvelope>),
+    /// These rooms, owned by the receiving worker, are over: no member is left anywhere, and
+    /// their ids are never used again.
+    RoomsClosed(Vec<RoomId>),
     /// A new configuration: timers and limits for everyone; connections whose room is gone
     /// are closed with 1001.
     Reload(Arc<WorkerConfig>),

@@ -9,12 +9,14 @@
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
 use super::bus::{MemberId, RoomSettings};
-use super::outbox::{Outbox, Push};
+use super::flow::{ConnFlow, Credit, WorkerFlow};
+use super::outbox::Outbox;
 use super::session::{Phase, Session};
 use super::wire::{self, Opcode};
 use crate::metrics::CloseReason;
@@ -30,7 +32,8 @@ const READS_PER_EVENT: usize = 8;
 pub enum Readable {
     /// Read until the socket would block.
     Drained,
-    /// Stopped after [`READS_PER_EVENT`] reads: more may be waiting; come back next pass.
+    /// Stopped after [`READS_PER_EVENT`] reads or at the pass's read budget: more may be
+    /// waiting; come back next pass.
     More,
 }
 
@@ -44,6 +47,10 @@ pub struct Timers {
 
 pub struct Conn {
     pub id: MemberId,
+    /// The 101 response, until the room's owner has admitted the member.
+    response: Option<Vec<u8>>,
+    /// Its messages' bytes in flight between threads, once it has published.
+    flow: Option<Arc<ConnFlow>>,
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub ticket: Ticket,
@@ -75,6 +82,7 @@ impl Conn {
         room: RoomId,
         path: Box<str>,
         settings: &RoomSettings,
+        response: Vec<u8>,
         early: Vec<u8>,
         now: Instant,
         timers: &Timers,
@@ -88,6 +96,8 @@ impl Conn {
         );
         Conn {
             id,
+            response: Some(response),
+            flow: None,
             stream,
             peer,
             ticket,
@@ -115,12 +125,33 @@ impl Conn {
         self.session.reason().unwrap_or(CloseReason::Normal)
     }
 
-    /// Read what the socket has, using `scratch` as the read buffer, and hand every complete
-    /// message to `publish` while the connection is open.
+    /// The room's owner admitted the member: the 101 goes out first, ahead of any frame.
+    pub fn admitted(&mut self) {
+        if let Some(r) = self.response.take() {
+            self.out.push_owned(r);
+        }
+    }
+
+    /// Take credit for a message of `len` bytes it publishes (see `flow`).
+    pub fn credit(&mut self, worker: &Arc<WorkerFlow>, len: usize) -> Credit {
+        self.flow
+            .get_or_insert_with(|| ConnFlow::new(Arc::clone(worker)))
+            .take(len)
+    }
+
+    /// Its messages' bytes not yet taken by every worker.
+    pub fn in_flight(&self) -> usize {
+        self.flow.as_ref().map_or(0, |f| f.in_flight())
+    }
+
+    /// Read what the socket has, at most `budget` bytes (at least one read), using `scratch` as
+    /// the read buffer, and hand every complete message to `publish` while the connection is
+    /// open. `budget` is reduced by what was read.
     pub fn on_readable(
         &mut self,
         scratch: &mut [u8],
         hangup: bool,
+        budget: &mut usize,
         now: Instant,
         timers: &Timers,
         publish: &mut impl FnMut(Opcode, &[u8]),
@@ -137,6 +168,7 @@ impl Conn {
                 Ok(n) => {
                     self.last_rx = now;
                     self.rx += n as u64;
+                    *budget = budget.saturating_sub(n);
                     self.feed(&scratch[..n], now, timers, publish);
                     // A short read emptied the socket's receive queue, and whatever arrives
                     // later (data or the FIN) raises a new edge: the read that would only say
@@ -145,6 +177,9 @@ impl Conn {
                     // of a connection that sends a message at a time.
                     if n < scratch.len() && !hangup {
                         return Readable::Drained;
+                    }
+                    if *budget == 0 {
+                        return Readable::More;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Readable::Drained,
@@ -177,9 +212,18 @@ impl Conn {
         timers: &Timers,
         publish: &mut impl FnMut(Opcode, &[u8]),
     ) {
-        let mut control = Vec::new();
-        self.session
-            .feed(input, now, timers.close_timeout, &mut control, publish);
+        let (mut control, mut pong) = (Vec::new(), None);
+        self.session.feed(
+            input,
+            now,
+            timers.close_timeout,
+            &mut control,
+            &mut pong,
+            publish,
+        );
+        if let Some(p) = pong {
+            self.out.set_pong(p);
+        }
         self.out.push_owned(control);
     }
 
@@ -188,12 +232,18 @@ impl Conn {
         self.session.note_end(CloseReason::Error);
     }
 
-    /// Queue a fan-out frame. `Full` means the connection is too slow; the caller closes it.
-    pub fn deliver(&mut self, frame: &Rc<[u8]>, limit: usize) -> Push {
+    /// Queue a fan-out frame. False when it is past its close frame (nothing more goes out).
+    pub fn deliver(&mut self, frame: &Rc<[u8]>) -> bool {
         if !self.session.is_open() {
-            return Push::Queued; // Past its close frame: nothing more goes out, nothing to report.
+            return false;
         }
-        self.out.push_shared(frame, limit)
+        self.out.push_shared(frame);
+        true
+    }
+
+    /// Still open and holding more than `limit` bytes: too slow (asked after a write attempt).
+    pub fn over(&self, limit: usize) -> bool {
+        self.session.is_open() && self.out.queued() > limit
     }
 
     /// Start the close handshake from our side with `code` and `text`. A slow consumer's queued
@@ -244,6 +294,15 @@ impl Conn {
     pub fn flush(&mut self, scratch: &mut [u8]) -> usize {
         if self.failed {
             return 0;
+        }
+        if let Some(response) = self.response.take() {
+            if self.session.is_open() {
+                // Not admitted yet: nothing goes out before the 101.
+                self.response = Some(response);
+                return 0;
+            }
+            // It ended before its admission: the client gets its handshake, then the close.
+            self.out.push_front_owned(response);
         }
         let written = match self.out.write_to(&mut self.stream, scratch) {
             Ok(n) => n,

@@ -5,6 +5,8 @@
 mod acceptor;
 mod bus;
 mod conn;
+mod faults;
+mod flow;
 mod outbox;
 pub mod session;
 mod wire;
@@ -31,6 +33,41 @@ use crate::relay::WorkerId;
 
 /// Pending connections the kernel queues per listener before the acceptor takes them.
 const LISTEN_BACKLOG: i32 = 4096;
+
+/// The exit status when a thread dies (a panic, a failed poll): EX_SOFTWARE. systemd's
+/// `Restart=on-failure` restarts the daemon; a relay with a dead thread would drop the messages of
+/// every room that thread owns while looking healthy.
+pub const EXIT_THREAD_DIED: i32 = 70;
+
+/// Make any panic, on any thread, end the process at once with [`EXIT_THREAD_DIED`] after the
+/// usual panic message.
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        let thread = std::thread::current();
+        log::error!(
+            "thread {} died; exiting with status {EXIT_THREAD_DIED}",
+            thread.name().unwrap_or("?")
+        );
+        std::process::exit(EXIT_THREAD_DIED);
+    }));
+}
+
+/// A random 64-bit seed from the kernel (for room epochs). Falls back to the clock and the pid,
+/// still different on every start.
+fn random_seed() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: getrandom(2) writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n == buf.len() as isize {
+        return u64::from_ne_bytes(buf);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
 
 /// Why the server could not run.
 #[derive(Debug)]
@@ -120,13 +157,16 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
         Arc::new(Waker::new(acceptor_poll.registry(), acceptor::WAKER).map_err(setup("a waker"))?);
     let (to_acceptor, acceptor_inbox) = Mailbox::new(acceptor_waker);
 
+    exit_on_panic();
     let n = config.server.workers;
     let mut polls = Vec::with_capacity(n);
     let mut mailboxes = Vec::with_capacity(n);
     let mut inboxes = Vec::with_capacity(n);
+    let mut flows = Vec::with_capacity(n);
     for _ in 0..n {
         let poll = Poll::new().map_err(setup("a worker's poll"))?;
         let waker = Arc::new(Waker::new(poll.registry(), worker::WAKER).map_err(setup("a waker"))?);
+        flows.push(flow::WorkerFlow::new(Arc::clone(&waker)));
         let (mb, rx) = Mailbox::new(waker);
         polls.push(poll);
         mailboxes.push(mb);
@@ -139,7 +179,8 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
         close_timeout: config.server.close_timeout,
     };
     let mut threads = Vec::with_capacity(n);
-    for (i, (poll, inbox)) in polls.into_iter().zip(inboxes).enumerate() {
+    let seed = random_seed();
+    for (i, ((poll, inbox), flow)) in polls.into_iter().zip(inboxes).zip(flows).enumerate() {
         let s = worker::WorkerSetup {
             id: WorkerId(i as u32),
             poll,
@@ -149,10 +190,20 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
             counters: Arc::clone(&counters[i]),
             timers,
             send_queue_limit: config.server.send_queue_limit,
+            flow,
+            seed: seed
+                .wrapping_add(i as u64)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
         };
+        counters[i].beat();
         let t = std::thread::Builder::new()
             .name(format!("wsrelay-w{i}"))
-            .spawn(move || worker::run(s))
+            .spawn(move || {
+                if let Err(e) = worker::run(s) {
+                    log::error!("worker w{i} failed: {e}; exiting with status {EXIT_THREAD_DIED}");
+                    std::process::exit(EXIT_THREAD_DIED);
+                }
+            })
             .map_err(setup("a worker thread"))?;
         threads.push(t);
     }

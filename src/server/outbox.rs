@@ -1,6 +1,11 @@
-//! One connection's send queue: frames waiting for the socket, bounded in bytes, written with
+//! One connection's send queue: frames waiting for the socket, counted in bytes, written with
 //! gathered writes. Knows nothing of WebSocket beyond "a frame is a run of bytes that must go out
-//! whole and in order".
+//! whole and in order", and that a pong may overtake the queue at a frame boundary.
+//!
+//! The queue never refuses a frame: whether a connection is too slow is decided by its worker
+//! after it has tried to write (a reader that keeps up must never be cut for a burst that arrived
+//! between two writes). [`Outbox::queued`] counts everything held for the connection, each queued
+//! frame's slot included, so the limit bounds real memory however small the frames.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -17,6 +22,9 @@ const MAX_IOVECS: usize = 64;
 /// iovec per frame). Larger frames are passed by reference. The queue itself still holds
 /// shared frames, so a slow reader costs 16 bytes per queued frame, not a copy.
 const COPY_MAX: usize = 1024;
+
+/// What a queued frame costs besides its bytes: its slot in the queue.
+pub const CHUNK_OVERHEAD: usize = std::mem::size_of::<Chunk>();
 
 /// A frame waiting to go out.
 #[derive(Debug)]
@@ -36,44 +44,51 @@ impl Chunk {
     }
 }
 
-/// What a push did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Push {
-    Queued,
-    /// Over the limit: nothing was queued; the connection must be closed as too slow.
-    Full,
-}
-
 /// The send queue.
 #[derive(Debug, Default)]
 pub struct Outbox {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     head_written: usize,
-    /// Bytes queued and not yet written.
+    /// The answer to the latest ping, not yet queued: a newer ping's pong replaces it, so a ping
+    /// flood holds one pong at most (RFC 6455 §5.5.3 allows answering only the latest).
+    pong: Option<Vec<u8>>,
+    /// Bytes held, with [`CHUNK_OVERHEAD`] per queued chunk.
     queued: usize,
 }
 
 impl Outbox {
-    /// Queue a fan-out frame unless that takes the queue past `limit` bytes. An empty queue
-    /// takes any frame: a reader that keeps up gets even a message larger than the limit.
-    pub fn push_shared(&mut self, frame: &Rc<[u8]>, limit: usize) -> Push {
-        if self.queued > 0 && self.queued + frame.len() > limit {
-            return Push::Full;
-        }
-        self.queued += frame.len();
+    /// Queue a fan-out frame.
+    pub fn push_shared(&mut self, frame: &Rc<[u8]>) {
+        self.queued += frame.len() + CHUNK_OVERHEAD;
         self.chunks.push_back(Chunk::Shared(Rc::clone(frame)));
-        Push::Queued
     }
 
-    /// Queue bytes of this connection's own (control frames, the handshake answer). Never refused:
-    /// they are small and each is bounded by the protocol.
+    /// Queue bytes of this connection's own (control frames, the handshake answer).
     pub fn push_owned(&mut self, bytes: Vec<u8>) {
         if bytes.is_empty() {
             return;
         }
-        self.queued += bytes.len();
+        self.queued += bytes.len() + CHUNK_OVERHEAD;
         self.chunks.push_back(Chunk::Owned(bytes));
+    }
+
+    /// Put bytes ahead of everything queued. Only before anything was written (the 101 of a
+    /// connection closed before its admission, ahead of its close frame).
+    pub fn push_front_owned(&mut self, bytes: Vec<u8>) {
+        debug_assert_eq!(self.head_written, 0, "a frame has started");
+        self.queued += bytes.len() + CHUNK_OVERHEAD;
+        self.chunks.push_front(Chunk::Owned(bytes));
+    }
+
+    /// Hold a pong, replacing one that has not gone out yet. It is sent at the next frame
+    /// boundary, ahead of the queue.
+    pub fn set_pong(&mut self, pong: Vec<u8>) {
+        if let Some(old) = self.pong.take() {
+            self.queued -= old.len();
+        }
+        self.queued += pong.len();
+        self.pong = Some(pong);
     }
 
     /// Drop every frame that has not started to go out (a frame half written must be finished,
@@ -82,17 +97,19 @@ impl Outbox {
         let keep = usize::from(self.head_written > 0);
         while self.chunks.len() > keep {
             if let Some(c) = self.chunks.pop_back() {
-                self.queued -= c.bytes().len();
+                self.queued -= c.bytes().len() + CHUNK_OVERHEAD;
             }
+        }
+        if let Some(p) = self.pong.take() {
+            self.queued -= p.len();
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.chunks.is_empty() && self.pong.is_none()
     }
 
-    /// Bytes waiting.
-    #[cfg(test)]
+    /// Bytes held for the connection, queue slots included.
     pub fn queued(&self) -> usize {
         self.queued
     }
@@ -102,7 +119,16 @@ impl Outbox {
     /// iovecs per call. Returns the bytes written; `WouldBlock` is not an error here.
     pub fn write_to(&mut self, w: &mut impl Write, scratch: &mut [u8]) -> io::Result<usize> {
         let mut total = 0;
-        while !self.chunks.is_empty() {
+        loop {
+            if self.head_written == 0
+                && let Some(pong) = self.pong.take()
+            {
+                self.queued += CHUNK_OVERHEAD;
+                self.chunks.push_front(Chunk::Owned(pong));
+            }
+            if self.chunks.is_empty() {
+                break;
+            }
             // (copied, start, end): scratch[start..end], or chunk `start` when not copied.
             let mut segs = [(false, 0usize, 0usize); MAX_IOVECS];
             let mut n = 0;
@@ -166,6 +192,7 @@ impl Outbox {
                 n -= left;
                 self.head_written = 0;
                 self.chunks.pop_front();
+                self.queued -= CHUNK_OVERHEAD;
             } else {
                 self.head_written += n;
                 n = 0;
@@ -217,7 +244,7 @@ mod tests {
         let shared: Rc<[u8]> = Rc::from(&b"abcdef"[..]);
         o.push_owned(b"101".to_vec());
         for _ in 0..100 {
-            assert_eq!(o.push_shared(&shared, 10_000), Push::Queued);
+            o.push_shared(&shared);
         }
         let mut w = Trickle {
             got: vec![],
@@ -225,23 +252,17 @@ mod tests {
             budget: 50,
         };
         assert_eq!(o.write_to(&mut w, &mut [0; 4096]).unwrap(), 50);
-        assert_eq!(o.queued(), 3 + 600 - 50);
+        // 50 bytes out: the 101 and 7 whole frames gone, the 8th started.
+        assert_eq!(o.queued(), 3 + 600 - 50 + 93 * CHUNK_OVERHEAD);
         w.budget = usize::MAX;
         o.write_to(&mut w, &mut [0; 4096]).unwrap();
         assert!(o.is_empty());
+        assert_eq!(o.queued(), 0);
         let mut want = b"101".to_vec();
         for _ in 0..100 {
             want.extend_from_slice(b"abcdef");
         }
         assert_eq!(w.got, want);
-    }
-
-    #[test]
-    fn an_empty_queue_takes_a_frame_over_the_limit() {
-        let mut o = Outbox::default();
-        let big: Rc<[u8]> = Rc::from(&[0u8; 100][..]);
-        assert_eq!(o.push_shared(&big, 50), Push::Queued);
-        assert_eq!(o.push_shared(&big, 50), Push::Full);
     }
 
     #[test]
@@ -252,7 +273,7 @@ mod tests {
         let mut want = Vec::new();
         for k in 0..200 {
             let f = if k % 7 == 3 { &big } else { &small };
-            assert_eq!(o.push_shared(f, usize::MAX), Push::Queued);
+            o.push_shared(f);
             want.extend_from_slice(f);
         }
         o.push_owned(vec![9; 5]);
@@ -269,23 +290,60 @@ mod tests {
     }
 
     #[test]
-    fn limit_refuses_and_drop_keeps_the_half_written_frame() {
+    fn drop_keeps_the_half_written_frame() {
         let mut o = Outbox::default();
         let f: Rc<[u8]> = Rc::from(&[1u8; 10][..]);
-        assert_eq!(o.push_shared(&f, 25), Push::Queued);
-        assert_eq!(o.push_shared(&f, 25), Push::Queued);
-        assert_eq!(o.push_shared(&f, 25), Push::Full);
+        o.push_shared(&f);
+        o.push_shared(&f);
+        o.push_shared(&f);
         let mut w = Trickle {
             got: vec![],
             cap: 4,
             budget: 4,
         };
         o.write_to(&mut w, &mut [0; 4096]).unwrap();
+        o.set_pong(vec![7]);
         o.drop_unstarted();
         o.push_owned(vec![9, 9]);
         w.budget = 100;
         o.write_to(&mut w, &mut [0; 4096]).unwrap();
         assert_eq!(w.got, [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 9, 9]);
         assert_eq!(o.queued(), 0);
+    }
+
+    #[test]
+    fn one_pong_waits_and_overtakes_the_queue_at_a_frame_boundary() {
+        let mut o = Outbox::default();
+        let f: Rc<[u8]> = Rc::from(&[1u8; 10][..]);
+        o.push_shared(&f);
+        o.push_shared(&f);
+        let mut w = Trickle {
+            got: vec![],
+            cap: 4,
+            budget: 4,
+        };
+        o.write_to(&mut w, &mut [0; 4096]).unwrap(); // the first frame is started
+        for p in 0..1000u32 {
+            o.set_pong(p.to_be_bytes().to_vec());
+        }
+        assert_eq!(
+            o.queued(),
+            16 + 2 * CHUNK_OVERHEAD + 4,
+            "one pong held, the latest"
+        );
+        w.budget = 100;
+        o.write_to(&mut w, &mut [0; 4096]).unwrap();
+        let mut want = vec![1u8; 20];
+        want.extend_from_slice(&999u32.to_be_bytes());
+        assert_eq!(w.got, want, "a started frame is finished first");
+        assert_eq!(o.queued(), 0);
+        // At a boundary the pong goes ahead of the queue.
+        o.push_shared(&f);
+        o.set_pong(vec![5]);
+        w.got.clear();
+        o.write_to(&mut w, &mut [0; 4096]).unwrap();
+        let mut want = vec![5u8];
+        want.extend_from_slice(&[1u8; 10]);
+        assert_eq!(w.got, want);
     }
 }

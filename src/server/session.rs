@@ -40,9 +40,20 @@ pub enum Phase {
 
 /// Reads from bytes the worker already took off the socket; writes into a buffer the connection
 /// moves into its outbox. Never touches the socket: tungstenite cannot block or reorder frames.
+/// A pong (tungstenite answers every ping, one frame per write) goes to `pong` instead, replacing
+/// the previous one: the connection holds one pong at most, however many pings arrive.
 struct Adapter<'a> {
     input: &'a [u8],
     out: &'a mut Vec<u8>,
+    pong: &'a mut Option<Vec<u8>>,
+}
+
+/// `buf` is exactly one unmasked pong frame (as tungstenite writes them).
+fn is_pong(buf: &[u8]) -> bool {
+    match buf {
+        [0x8A, len @ 0..=125, payload @ ..] => payload.len() == usize::from(*len),
+        _ => false,
+    }
 }
 
 impl Read for Adapter<'_> {
@@ -59,7 +70,11 @@ impl Read for Adapter<'_> {
 
 impl Write for Adapter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.extend_from_slice(buf);
+        if is_pong(buf) {
+            *self.pong = Some(buf.to_vec());
+        } else {
+            self.out.extend_from_slice(buf);
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -182,20 +197,22 @@ impl Session {
     }
 
     /// Decode `input` (possibly empty, to process bytes given to [`Session::new`]): every complete
-    /// message goes to `publish` while the session is open; what must be sent back (pongs, the
-    /// close reply, our close frame on a failure) is appended to `out`.
+    /// message goes to `publish` while the session is open; what must be sent back (the close
+    /// reply, our close frame on a failure) is appended to `out`, and the answer to the latest
+    /// ping is left in `pong`. Pings count toward the message rate.
     pub fn feed(
         &mut self,
         input: &[u8],
         now: Instant,
         close_timeout: Duration,
         out: &mut Vec<u8>,
+        pong: &mut Option<Vec<u8>>,
         publish: &mut impl FnMut(Opcode, &[u8]),
     ) {
         if let Phase::Lingering { .. } | Phase::Closed { .. } = self.phase {
             return; // The WebSocket is over; what arrives now is discarded.
         }
-        let mut a = Adapter { input, out };
+        let mut a = Adapter { input, out, pong };
         let failure = loop {
             match self.ctx.read(&mut a) {
                 Ok(Message::Text(_) | Message::Binary(_))
@@ -216,6 +233,10 @@ impl Session {
                     publish(Opcode::Text, t.as_bytes())
                 }
                 Ok(Message::Binary(b)) if self.phase == Phase::Open => publish(Opcode::Binary, &b),
+                // A ping costs a pong: a flood of them is held to the room's rate too.
+                Ok(Message::Ping(_)) if self.phase == Phase::Open && !self.bucket.take(now) => {
+                    break Some((1008, "rate limit", CloseReason::Policy));
+                }
                 Ok(Message::Close(_)) => {
                     self.reason.get_or_insert(CloseReason::Normal);
                 }
@@ -241,6 +262,7 @@ impl Session {
             }
         };
         if let Some((code, text, reason)) = failure {
+            *a.pong = None; // Nothing answers a ping once we fail the connection.
             if self.phase == Phase::Open {
                 // tungstenite's state is not to be trusted after an error: the close frame is
                 // ours, and nothing more is read as WebSocket.
@@ -273,7 +295,12 @@ impl Session {
         if self.phase != Phase::Open {
             return;
         }
-        let mut a = Adapter { input: &[], out };
+        let mut pong = None;
+        let mut a = Adapter {
+            input: &[],
+            out,
+            pong: &mut pong,
+        };
         let frame = CloseFrame {
             code: code.into(),
             reason: text.into(),
@@ -338,15 +365,17 @@ mod tests {
         f
     }
 
-    /// Feed `input` split into `chunk`-byte pieces; the messages published and the bytes out.
+    /// Feed `input` split into `chunk`-byte pieces; the messages published and the bytes out,
+    /// the pong last if one is held.
     fn run(s: &mut Session, input: &[u8], chunk: usize) -> (Vec<(Opcode, Vec<u8>)>, Vec<u8>) {
         let now = Instant::now();
-        let (mut got, mut out) = (Vec::new(), Vec::new());
+        let (mut got, mut out, mut pong) = (Vec::new(), Vec::new(), None);
         for piece in input.chunks(chunk.max(1)) {
-            s.feed(piece, now, TIMEOUT, &mut out, &mut |op, p| {
+            s.feed(piece, now, TIMEOUT, &mut out, &mut pong, &mut |op, p| {
                 got.push((op, p.to_vec()))
             });
         }
+        out.extend(pong.unwrap_or_default());
         (got, out)
     }
 
@@ -442,13 +471,40 @@ mod tests {
     }
 
     #[test]
+    fn a_ping_flood_leaves_one_pong_and_counts_toward_the_rate() {
+        let mut flood = Vec::new();
+        for k in 0..10_000u32 {
+            flood.extend(client(0x89, &k.to_be_bytes()));
+        }
+        let mut s = session();
+        let (got, out) = run(&mut s, &flood, 4096);
+        assert!(got.is_empty());
+        assert_eq!(
+            out,
+            wire::frame_with_opcode(0xA, &9_999u32.to_be_bytes()),
+            "only the latest"
+        );
+        assert!(s.is_open());
+
+        let mut s = Session::new(1000, 5, true, Vec::new(), Instant::now());
+        let (_, out) = run(&mut s, &flood, 4096);
+        assert_eq!(out, wire::close(1008, "rate limit"), "no pong once failed");
+        assert_eq!(s.reason(), Some(CloseReason::Policy));
+    }
+
+    #[test]
     fn early_bytes_are_decoded_by_an_empty_feed() {
         let mut s = Session::new(1000, 0, true, client(0x81, b"early"), Instant::now());
         let mut got = Vec::new();
         let now = Instant::now();
-        s.feed(&[], now, TIMEOUT, &mut Vec::new(), &mut |op, p| {
-            got.push((op, p.to_vec()))
-        });
+        s.feed(
+            &[],
+            now,
+            TIMEOUT,
+            &mut Vec::new(),
+            &mut None,
+            &mut |op, p| got.push((op, p.to_vec())),
+        );
         assert_eq!(got, [(Opcode::Text, b"early".to_vec())]);
     }
 }

@@ -2,8 +2,6 @@
 //! bytes for every recipient: it is encoded here once and shared. Reading and validating client
 //! frames is tungstenite's job, not this module's.
 
-use std::sync::Arc;
-
 /// Frame opcodes the server sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opcode {
@@ -49,16 +47,12 @@ pub fn frame_with_opcode(op: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A data frame to be shared by all recipients: one allocation per message, written in place.
-pub fn shared(op: Opcode, payload: &[u8]) -> Arc<[u8]> {
+pub fn shared(op: Opcode, payload: &[u8]) -> Box<[u8]> {
     let (h, n) = header(op, payload.len());
-    let mut frame = Arc::<[u8]>::new_zeroed_slice(n + payload.len());
-    let bytes = Arc::get_mut(&mut frame).expect("a new Arc is unique");
-    // SAFETY: zeroed bytes are initialised `u8`s.
-    let bytes = unsafe { &mut *(bytes as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
-    bytes[..n].copy_from_slice(&h[..n]);
-    bytes[n..].copy_from_slice(payload);
-    // SAFETY: every byte is initialised (zeroed, then written).
-    unsafe { frame.assume_init() }
+    let mut frame = Vec::with_capacity(n + payload.len());
+    frame.extend_from_slice(&h[..n]);
+    frame.extend_from_slice(payload);
+    frame.into_boxed_slice()
 }
 
 /// A close frame with `code` and a reason cut to fit the 123 bytes a control frame allows,

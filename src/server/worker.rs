@@ -1,13 +1,20 @@
 //! A worker thread: one mio `Poll`, its connections in a slab, its share of the rooms (a [`Hub`]).
 //!
-//! Each loop pass: handle readiness (reads decode messages, which go to the room's owner),
-//! handle what other threads sent, then once per pass send the batched envelopes to other
-//! workers, write every connection that got frames (one gathered write each), drop finished
-//! connections and report their tickets to the acceptor. No locks; counters are added to the
-//! shared ones once per pass.
+//! Each loop pass takes in a bounded amount, then writes: it reads connections up to the pass's
+//! read budget (a connection cut short is read again next pass), carries out what other threads
+//! sent up to the pass's inbox budget (the rest waits, in order, for the next pass), then sends
+//! the batched envelopes to other workers, writes every connection that got frames (one gathered
+//! write each), closes those still over `send_queue_limit` after that write (too slow), drops
+//! finished connections and reports their tickets to the acceptor. So no backlog is ever
+//! delivered without writes in between, and a reader that keeps up is never cut by a burst.
+//!
+//! Flow control (`flow`): a connection whose published bytes other workers have not taken yet
+//! reach its share, or all of them once the worker's publishers reach theirs, is not read until
+//! they come down; TCP pushes back on the publisher. No locks; counters are added to the shared
+//! ones once per pass, with the pass's heartbeat for the watchdog.
 
+use std::collections::VecDeque;
 use std::io;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,16 +24,21 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::bus::{
-    Handoff, HubEnvelope, Mailbox, MemberId, SharedFrame, ToAcceptor, ToWorker, WorkerConfig,
+    Frame, Handoff, HubEnvelope, Mailbox, MemberId, SharedFrame, ToAcceptor, ToWorker, WorkerConfig,
 };
 use super::conn::{Conn, Readable, Timers};
-use super::outbox::Push;
+use super::faults::{self, Fault};
+use super::flow::{Limits, WorkerFlow};
 use super::wire;
 use crate::config::RoomAuth;
 use crate::metrics::{CloseReason, Tally, WorkerCounters};
 use crate::relay::WorkerId;
 use crate::relay::admission::Ticket;
-use crate::relay::hub::{Hub, Recipients, Sink};
+use crate::relay::hub::{Envelope, Hub};
+
+mod fanout;
+
+use fanout::{Fanout, mark_dirty};
 
 /// The waker's token; connections use their slab keys, which never reach this.
 pub const WAKER: Token = Token(usize::MAX);
@@ -41,6 +53,11 @@ const EVENTS_PER_PASS: usize = 16 * 1024;
 /// connection's (small) tungstenite buffer.
 const SCRATCH_SIZE: usize = 64 * 1024;
 
+/// What one pass may take in, as a fraction of `send_queue_limit`: this much from reads, as
+/// much again from other workers' envelopes. A recipient's queue then grows by at most half its
+/// limit between two writes, so one that keeps up is never over the limit after a write.
+const PASS_BUDGET_DIVISOR: usize = 4;
+
 /// What a worker needs to start.
 pub struct WorkerSetup {
     pub id: WorkerId,
@@ -52,68 +69,17 @@ pub struct WorkerSetup {
     pub counters: Arc<WorkerCounters>,
     pub timers: Timers,
     pub send_queue_limit: usize,
+    /// This worker's flow-control account (its waker inside).
+    pub flow: Arc<WorkerFlow>,
+    /// Seeds the epochs of the rooms this worker owns.
+    pub seed: u64,
 }
 
-/// The hub's sink on a worker: envelopes to other workers are batched per destination; local
-/// deliveries go into connections' outboxes.
-struct Fanout<'a> {
-    conns: &'a mut Slab<Conn>,
-    dirty: &'a mut Vec<usize>,
-    outgoing: &'a mut [Vec<HubEnvelope>],
-    slow: &'a mut Vec<usize>,
-    tally: &'a mut Tally,
-    limit: usize,
-}
-
-fn key_of(id: MemberId) -> usize {
-    (id & 0xffff_ffff) as usize
-}
-
-fn mark_dirty(conns: &mut Slab<Conn>, dirty: &mut Vec<usize>, key: usize) {
-    if let Some(c) = conns.get_mut(key)
-        && !c.dirty
-    {
-        c.dirty = true;
-        dirty.push(key);
-    }
-}
-
-impl Sink<SharedFrame, MemberId> for Fanout<'_> {
-    fn send(&mut self, to: WorkerId, envelope: HubEnvelope) {
-        self.outgoing[to.0 as usize].push(envelope);
-    }
-
-    fn deliver(
-        &mut self,
-        _room: crate::relay::RoomId,
-        _seq: u64,
-        frame: &SharedFrame,
-        to: Recipients<'_, MemberId>,
-    ) {
-        // One copy per (message, worker) into a thread-local buffer, so that each delivery
-        // below costs a non-atomic refcount and a queue slot.
-        let mut local: Option<Rc<[u8]>> = None;
-        for id in to {
-            let key = key_of(id);
-            let Some(c) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if c.id != id {
-                continue;
-            }
-            let frame = local.get_or_insert_with(|| Rc::from(&frame[..]));
-            match c.deliver(frame, self.limit) {
-                Push::Queued => {
-                    self.tally.frames_out += 1;
-                    if !c.dirty {
-                        c.dirty = true;
-                        self.dirty.push(key);
-                    }
-                }
-                Push::Full => self.slow.push(key),
-            }
-        }
-    }
+/// Something from another thread waiting for its turn: a batch of envelopes is taken apart, so
+/// the pass budget can stop in the middle of it.
+enum Inbound {
+    Envelopes(std::vec::IntoIter<HubEnvelope>),
+    Other(ToWorker),
 }
 
 struct Worker {
@@ -125,26 +91,36 @@ struct Worker {
     counters: Arc<WorkerCounters>,
     timers: Timers,
     limit: usize,
+    flow: Arc<WorkerFlow>,
+    limits: Limits,
     conns: Slab<Conn>,
     hub: Hub<SharedFrame, MemberId>,
     generation: u32,
     scratch: Vec<u8>,
     /// Connections with something to write (or to reap) at the end of the pass.
     dirty: Vec<usize>,
-    /// Connections whose reads were cut short: read again next pass.
-    again: Vec<usize>,
+    /// Connections to read this pass, with whether the peer may have hung up (read until the
+    /// end), in order: readable events, and those cut short by a budget last pass.
+    to_read: VecDeque<(usize, bool)>,
+    /// Connections not read because of flow control, until their credit comes back.
+    paused: Vec<usize>,
+    /// What other threads sent, in their order, not yet carried out.
+    backlog: VecDeque<Inbound>,
     /// Messages read this call, waiting to be published.
-    published: Vec<SharedFrame>,
+    published: Vec<Box<[u8]>>,
     outgoing: Vec<Vec<HubEnvelope>>,
-    slow: Vec<usize>,
     closed: Vec<Ticket>,
     tally: Tally,
     /// Set once a shutdown began: the moment to give up on the close handshakes.
     stopping: Option<Instant>,
+    fault: Option<Fault>,
+    /// The error the next poll returns instead of polling (test fault).
+    fault_poll: Option<io::Error>,
 }
 
-/// Run a worker until it is told to shut down and its connections are gone.
-pub fn run(setup: WorkerSetup) {
+/// Run a worker until it is told to shut down and its connections are gone. An error means it
+/// could not go on (its poll failed): the caller must not let the daemon live on half-dead.
+pub fn run(setup: WorkerSetup) -> io::Result<()> {
     let workers = setup.peers.len();
     let mut w = Worker {
         me: setup.id,
@@ -155,23 +131,29 @@ pub fn run(setup: WorkerSetup) {
         counters: setup.counters,
         timers: setup.timers,
         limit: setup.send_queue_limit,
+        flow: setup.flow,
+        limits: Limits::from_queue_limit(setup.send_queue_limit),
         conns: Slab::new(),
-        hub: Hub::new(setup.id, workers),
+        hub: Hub::new(setup.id, workers, setup.seed),
         generation: 0,
         scratch: vec![0; SCRATCH_SIZE],
         dirty: Vec::new(),
-        again: Vec::new(),
+        to_read: VecDeque::new(),
+        paused: Vec::new(),
+        backlog: VecDeque::new(),
         published: Vec::new(),
         outgoing: (0..workers).map(|_| Vec::new()).collect(),
-        slow: Vec::new(),
         closed: Vec::new(),
         tally: Tally::default(),
         stopping: None,
+        fault: faults::from_env(),
+        fault_poll: None,
     };
-    w.run();
+    w.run()
 }
 
-/// How often timers are checked: a quarter of the shortest timeout, within [10 ms, 1 s].
+/// How often timers are checked: a quarter of the shortest timeout, within [10 ms, 1 s]. An idle
+/// worker still completes a pass this often, which is its heartbeat for the watchdog.
 fn tick_interval(t: &Timers) -> Duration {
     let shortest = t.ping_interval.min(t.idle_timeout).min(t.close_timeout);
     (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
@@ -183,38 +165,40 @@ macro_rules! fanout {
             conns: &mut $w.conns,
             dirty: &mut $w.dirty,
             outgoing: &mut $w.outgoing,
-            slow: &mut $w.slow,
             tally: &mut $w.tally,
-            limit: $w.limit,
         }
     };
 }
 
 impl Worker {
-    fn run(&mut self) {
+    fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_PER_PASS);
         let mut next_tick = Instant::now() + tick_interval(&self.timers);
         loop {
-            let timeout = if self.again.is_empty() {
-                next_tick.saturating_duration_since(Instant::now())
-            } else {
+            let busy = !self.to_read.is_empty() || !self.backlog.is_empty();
+            let timeout = if busy {
                 Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
-                && e.kind() != io::ErrorKind::Interrupted
-            {
-                warn!("worker {}: poll failed: {e}", self.me);
-                return;
+            let polled = match self.fault_poll.take() {
+                Some(e) => Err(e),
+                None => self.poll.poll(&mut events, Some(timeout)),
+            };
+            match polled {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
             let now = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
-                    WAKER => self.drain_inbox(now),
+                    WAKER => self.take_inbox(),
                     Token(key) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             // Without a hang-up in the event, a short read ends the draining.
                             let hangup = ev.is_read_closed() || ev.is_error();
-                            self.read(key, now, hangup);
+                            self.to_read.push_back((key, hangup));
                         }
                         if ev.is_writable() {
                             mark_dirty(&mut self.conns, &mut self.dirty, key);
@@ -222,54 +206,155 @@ impl Worker {
                     }
                 }
             }
-            for key in std::mem::take(&mut self.again) {
-                self.read(key, now, true);
-            }
+            self.resume_paused();
+            self.read_pass(now);
+            self.inbox_pass(now);
             if now >= next_tick {
                 self.tick(now);
                 next_tick = now + tick_interval(&self.timers);
             }
-            self.end_pass();
+            self.end_pass(now);
             if let Some(deadline) = self.stopping {
                 if now >= deadline {
                     let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                     for key in keys {
                         self.reap(key);
                     }
-                    self.end_pass();
+                    self.end_pass(now);
                 }
                 if self.conns.is_empty() {
                     self.acceptor.send(ToAcceptor::Stopped);
-                    return;
+                    return Ok(());
                 }
             }
         }
     }
 
-    fn drain_inbox(&mut self, now: Instant) {
+    /// Move what other threads sent into the backlog, in order.
+    fn take_inbox(&mut self) {
         while let Ok(msg) = self.inbox.try_recv() {
-            match msg {
-                ToWorker::Conn(h) => self.admit(*h, now),
-                ToWorker::Hub(envelopes) => {
-                    for e in envelopes {
+            self.backlog.push_back(match msg {
+                ToWorker::Hub(envelopes) => Inbound::Envelopes(envelopes.into_iter()),
+                other => Inbound::Other(other),
+            });
+        }
+    }
+
+    /// Carry out the backlog until the pass's share of message bytes is used.
+    fn inbox_pass(&mut self, now: Instant) {
+        let mut budget = (self.limit / PASS_BUDGET_DIVISOR).max(1);
+        while budget > 0 {
+            let Some(front) = self.backlog.front_mut() else {
+                break;
+            };
+            match front {
+                Inbound::Envelopes(batch) => match batch.next() {
+                    Some(e) => {
+                        if let Envelope::Publish { frame, .. } | Envelope::Deliver { frame, .. } =
+                            &e
+                        {
+                            budget = budget.saturating_sub(frame.bytes.len());
+                        }
                         self.hub.handle(e, &mut fanout!(self));
                     }
-                    self.cut_slow(now);
-                }
-                ToWorker::Reload(cfg) => self.reload(&cfg, now),
-                ToWorker::Shutdown { deadline } => {
-                    self.stopping = Some(deadline);
-                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-                    for key in keys {
-                        self.close(
-                            key,
-                            1001,
-                            "server shutting down",
-                            CloseReason::Shutdown,
-                            now,
-                        );
+                    None => {
+                        self.backlog.pop_front();
+                    }
+                },
+                Inbound::Other(_) => {
+                    if let Some(Inbound::Other(msg)) = self.backlog.pop_front() {
+                        self.carry_out(msg, now);
                     }
                 }
+            }
+        }
+    }
+
+    fn carry_out(&mut self, msg: ToWorker, now: Instant) {
+        match msg {
+            ToWorker::Conn(h) => self.admit(*h, now),
+            ToWorker::Hub(envelopes) => {
+                for e in envelopes {
+                    self.hub.handle(e, &mut fanout!(self));
+                }
+            }
+            ToWorker::RoomsClosed(rooms) => {
+                for room in rooms {
+                    self.hub.close(room);
+                }
+            }
+            ToWorker::Reload(cfg) => self.reload(&cfg, now),
+            ToWorker::Shutdown { deadline } => {
+                self.stopping = Some(deadline);
+                let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                for key in keys {
+                    self.close(
+                        key,
+                        1001,
+                        "server shutting down",
+                        CloseReason::Shutdown,
+                        now,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Read the connections due this pass until the read budget is used; the rest wait for the
+    /// next pass, in order.
+    fn read_pass(&mut self, now: Instant) {
+        let mut budget = (self.limit / PASS_BUDGET_DIVISOR).max(1);
+        let mut left = self.to_read.len();
+        while budget > 0 && left > 0 {
+            left -= 1;
+            let Some((key, hangup)) = self.to_read.pop_front() else {
+                break;
+            };
+            let Some(c) = self.conns.get(key) else {
+                continue;
+            };
+            if c.in_flight() >= self.limits.per_conn
+                || self.flow.in_flight() >= self.limits.per_worker
+            {
+                if !self.paused.contains(&key) {
+                    self.paused.push(key);
+                    self.tally.reads_paused += 1;
+                }
+                continue;
+            }
+            if self.read(key, now, hangup, &mut budget) == Readable::More {
+                self.to_read.push_back((key, true));
+            }
+        }
+    }
+
+    /// Paused connections whose credit is back are read again; if any are still paused, ask the
+    /// threads that hold their messages for a wake-up.
+    fn resume_paused(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let worker_ok = |w: &Self| w.flow.in_flight() < w.limits.per_worker;
+        let mut i = 0;
+        while i < self.paused.len() {
+            let key = self.paused[i];
+            let ready = match self.conns.get(key) {
+                None => true, // gone: drop it from the list
+                Some(c) => worker_ok(self) && c.in_flight() < self.limits.per_conn,
+            };
+            if ready {
+                self.paused.swap_remove(i);
+                if self.conns.contains(key) {
+                    self.to_read.push_back((key, true));
+                }
+            } else {
+                i += 1;
+            }
+        }
+        if !self.paused.is_empty() && self.flow.wait() < self.limits.per_worker {
+            // Credit may have come back between the check and the request: look again at once.
+            for key in self.paused.drain(..) {
+                self.to_read.push_back((key, true));
             }
         }
     }
@@ -334,9 +419,12 @@ impl Worker {
             return;
         }
         self.generation = self.generation.wrapping_add(1);
-        let id = (u64::from(self.generation) << 32) | key as u64;
+        let id = MemberId {
+            key: u32::try_from(key).expect("fewer than 2^32 connections"),
+            generation: self.generation,
+        };
         let has_early = !early.is_empty();
-        let mut conn = Conn::new(
+        let conn = Conn::new(
             id,
             stream,
             peer,
@@ -344,13 +432,15 @@ impl Worker {
             room,
             path,
             &settings,
+            response,
             early,
             now,
             &self.timers,
         );
-        conn.out.push_owned(response);
         debug!("{peer} joined {} ({room} on {})", conn.path, self.me);
         entry.insert(conn);
+        // Its 101 is queued when the room's owner has admitted it (at once when this worker is
+        // registered with the owner already).
         let member = self.hub.join(room, id, settings.echo, &mut fanout!(self));
         self.conns[key].member = Some(member);
         mark_dirty(&mut self.conns, &mut self.dirty, key);
@@ -370,21 +460,21 @@ impl Worker {
                 published.push(wire::shared(op, payload));
             });
             self.published = published;
-            self.after_read(key, now);
+            self.after_read(key);
         }
     }
 
-    /// A readable event (or a read cut short last pass). `hangup`: the peer may have closed,
-    /// so read until the end is seen.
-    fn read(&mut self, key: usize, now: Instant, hangup: bool) {
+    /// Read a connection, within `budget` bytes.
+    fn read(&mut self, key: usize, now: Instant, hangup: bool, budget: &mut usize) -> Readable {
         let Some(c) = self.conns.get_mut(key) else {
-            return;
+            return Readable::Drained;
         };
         let tally = &mut self.tally;
         let published = &mut self.published;
         let r = c.on_readable(
             &mut self.scratch,
             hangup,
+            budget,
             now,
             &self.timers,
             &mut |op, payload| {
@@ -393,48 +483,43 @@ impl Worker {
             },
         );
         self.tally.bytes_in += c.take_rx_bytes();
-        if r == Readable::More {
-            self.again.push(key);
-        }
-        self.after_read(key, now);
+        self.after_read(key);
+        r
     }
 
     /// Publish what a connection sent, then leave its room if it is no longer open.
-    fn after_read(&mut self, key: usize, now: Instant) {
+    fn after_read(&mut self, key: usize) {
         mark_dirty(&mut self.conns, &mut self.dirty, key);
-        let c = &self.conns[key];
-        let (room, id) = (c.room, c.id);
         let mut published = std::mem::take(&mut self.published);
-        for frame in published.drain(..) {
+        for bytes in published.drain(..) {
+            if self.fault.is_some() && faults::is_trigger(&bytes) {
+                self.inject_fault();
+            }
+            let c = &mut self.conns[key];
+            let (room, id) = (c.room, c.id);
+            let credit = Some(c.credit(&self.flow, bytes.len()));
+            let frame = Arc::new(Frame { bytes, credit });
             self.hub.publish(room, id, frame, &mut fanout!(self));
         }
         self.published = published;
         if !self.conns[key].is_open() {
             self.left(key);
         }
-        self.cut_slow(now);
     }
 
-    /// Close every connection a delivery found over its send-queue limit.
-    fn cut_slow(&mut self, now: Instant) {
-        while let Some(key) = self.slow.pop() {
-            let Some(c) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if !c.is_open() {
-                continue;
+    fn inject_fault(&mut self) {
+        match self.fault {
+            Some(Fault::Panic) => panic!("test fault: worker {} panics", self.me),
+            Some(Fault::Wedge) => {
+                warn!("test fault: worker {} wedges", self.me);
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
             }
-            warn!(
-                "{} in {}: send queue over {} bytes; closing it as too slow",
-                c.peer, c.path, self.limit
-            );
-            self.close(
-                key,
-                1008,
-                "too slow: send queue full",
-                CloseReason::SlowConsumer,
-                now,
-            );
+            Some(Fault::PollError) => {
+                self.fault_poll = Some(io::Error::other("test fault: poll failed"));
+            }
+            None => {}
         }
     }
 
@@ -478,7 +563,7 @@ impl Worker {
         }
     }
 
-    fn end_pass(&mut self) {
+    fn end_pass(&mut self, now: Instant) {
         // Reaping may send Leave envelopes, so writes come before the batches go out.
         while let Some(key) = self.dirty.pop() {
             let Some(c) = self.conns.get_mut(key) else {
@@ -486,7 +571,21 @@ impl Worker {
             };
             c.dirty = false;
             self.tally.bytes_out += c.flush(&mut self.scratch) as u64;
-            if c.finished() {
+            if c.over(self.limit) {
+                // Still over its limit after a write: too slow. Its close frame is written on
+                // the next turn of this loop.
+                warn!(
+                    "{} in {}: send queue over {} bytes; closing it as too slow",
+                    c.peer, c.path, self.limit
+                );
+                self.close(
+                    key,
+                    1008,
+                    "too slow: send queue full",
+                    CloseReason::SlowConsumer,
+                    now,
+                );
+            } else if c.finished() {
                 self.reap(key);
             }
         }
@@ -502,6 +601,7 @@ impl Worker {
                 .send(ToAcceptor::Closed(std::mem::take(&mut self.closed)));
         }
         self.counters.add(&mut self.tally);
+        self.counters.beat();
     }
 
     fn reap(&mut self, key: usize) {

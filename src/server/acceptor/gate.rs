@@ -18,6 +18,10 @@ impl Acceptor {
             Answer::Http(http::refusal(status, &format!("{why}\n")))
         };
         if req.method == "GET" && req.path == "/healthz" {
+            if let Some(w) = self.stalled_worker() {
+                let body = format!("worker w{w} stalled\n");
+                return Answer::Http(http::response(Status::ServiceUnavailable, &[], &body));
+            }
             return Answer::Http(http::response(Status::Ok, &[], "ok\n"));
         }
         if req.method == "GET" && req.path == "/metrics" {

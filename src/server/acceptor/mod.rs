@@ -53,6 +53,17 @@ const ANSWER_LINGER: Duration = Duration::from_secs(1);
 /// Per read of a request head: most heads fit in one read.
 const READ_CHUNK: usize = 2048;
 
+/// A worker that has not completed a loop pass for this long is wedged: `/healthz` answers 503
+/// and the systemd watchdog is no longer fed. An idle worker passes at least once a second.
+const STALL: Duration = Duration::from_secs(5);
+
+/// After `accept` fails for want of file descriptors (or memory), when to try again: readiness
+/// is edge-triggered, so the connections already queued are not announced again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// At most one warning about failing accepts per this long (with the count since the last).
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// A TCP connection whose request is being read, or whose HTTP answer is being written.
 struct Pending {
     stream: TcpStream,
@@ -128,6 +139,11 @@ struct Acceptor {
     next_worker: usize,
     /// Workers handed a connection this pass, to be woken once at its end.
     to_wake: Vec<bool>,
+    /// Accepting failed for want of resources: try again at this moment.
+    accept_retry: Option<Instant>,
+    /// Failed accepts not yet reported, and when the last report was.
+    accept_failures: u64,
+    accept_warned: Option<Instant>,
 }
 
 /// Run the acceptor until a shutdown completes.
@@ -151,6 +167,9 @@ pub fn run(setup: AcceptorSetup) -> io::Result<()> {
         counts: AcceptorCounts::default(),
         next_worker: 0,
         to_wake,
+        accept_retry: None,
+        accept_failures: 0,
+        accept_warned: None,
     };
     for (i, l) in a.listeners.iter_mut().enumerate() {
         a.poll
@@ -181,10 +200,13 @@ impl Acceptor {
         let watchdog = self.notify.as_ref().and_then(|n| n.watchdog_interval());
         let mut next_ping = Instant::now();
         loop {
-            let wake = match watchdog {
+            let mut wake = match watchdog {
                 Some(_) => next_tick.min(next_ping),
                 None => next_tick,
             };
+            if let Some(retry) = self.accept_retry {
+                wake = wake.min(retry);
+            }
             let timeout = wake.saturating_duration_since(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -204,6 +226,12 @@ impl Acceptor {
                     Token(t) => self.on_pending(t - LISTENER_END, now),
                 }
             }
+            if self.accept_retry.is_some_and(|t| now >= t) {
+                self.accept_retry = None;
+                for i in 0..self.listeners.len() {
+                    self.accept(i, now);
+                }
+            }
             for (w, wake) in self.to_wake.iter_mut().enumerate() {
                 if std::mem::take(wake) {
                     self.workers[w].wake();
@@ -212,7 +240,14 @@ impl Acceptor {
             if let (Some(every), Some(n)) = (watchdog, &self.notify)
                 && now >= next_ping
             {
-                n.watchdog();
+                // Fed only while every worker completes its loop passes: a wedged worker
+                // lets systemd's watchdog restart the daemon.
+                match self.stalled_worker() {
+                    None => n.watchdog(),
+                    Some(w) => warn!(
+                        "worker w{w} has not completed a loop pass for {STALL:?}; not feeding the watchdog"
+                    ),
+                }
                 next_ping = now + every;
             }
             if now >= next_tick {
@@ -222,16 +257,34 @@ impl Acceptor {
         }
     }
 
+    /// The first worker that has not completed a loop pass within [`STALL`].
+    fn stalled_worker(&self) -> Option<usize> {
+        self.worker_counters
+            .iter()
+            .position(|c| c.since_last_pass() > STALL.as_millis() as u64)
+    }
+
     fn drain_inbox(&mut self) -> usize {
         let mut stopped = 0;
+        let n = self.workers.len();
+        let mut closed: Vec<Vec<crate::relay::RoomId>> = vec![Vec::new(); n];
         while let Ok(msg) = self.inbox.try_recv() {
             match msg {
                 ToAcceptor::Closed(tickets) => {
                     for t in tickets {
-                        self.admission.release(t);
+                        if let Some(room) = self.admission.release(t) {
+                            closed[room.owner(n).0 as usize].push(room);
+                        }
                     }
                 }
                 ToAcceptor::Stopped => stopped += 1,
+            }
+        }
+        // The owner forgets a room only when it is over: after every member's ticket is back,
+        // hence after every Join and Leave for it has been sent.
+        for (w, rooms) in closed.into_iter().enumerate() {
+            if !rooms.is_empty() {
+                self.workers[w].send(ToWorker::RoomsClosed(rooms));
             }
         }
         stopped
@@ -244,8 +297,21 @@ impl Acceptor {
                 Err(e) if would_block(&e) => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of file descriptors, most likely: the next turn of the loop retries.
-                    warn!("accept failed: {e}");
+                    // Out of file descriptors (EMFILE, ENFILE) or memory: the connections stay
+                    // queued in the kernel, and no new edge will announce them; retry on a timer.
+                    self.accept_retry = Some(now + ACCEPT_RETRY);
+                    self.accept_failures += 1;
+                    if self
+                        .accept_warned
+                        .is_none_or(|t| now.duration_since(t) >= ACCEPT_WARN_EVERY)
+                    {
+                        warn!(
+                            "accept failed {} times: {e}; retrying every {ACCEPT_RETRY:?} (raise LimitNOFILE or lower max_connections)",
+                            self.accept_failures
+                        );
+                        self.accept_failures = 0;
+                        self.accept_warned = Some(now);
+                    }
                     return;
                 }
             };
@@ -381,7 +447,8 @@ impl Acceptor {
         if self.workers[w].push(ToWorker::Conn(Box::new(h))) {
             self.to_wake[w] = true;
         } else {
-            self.admission.release(ticket);
+            // The worker is gone (shutting down): the room's owner is going with it.
+            let _ = self.admission.release(ticket);
         }
     }
 
