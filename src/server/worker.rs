@@ -175,6 +175,7 @@ impl Worker {
         let mut events = Events::with_capacity(EVENTS_PER_PASS);
         let mut next_tick = Instant::now() + tick_interval(&self.timers);
         loop {
+            self.resume_paused();
             let busy = !self.to_read.is_empty() || !self.backlog.is_empty();
             let timeout = if busy {
                 Duration::ZERO
@@ -191,9 +192,12 @@ impl Worker {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
+            // Every pass looks at the inbox (an empty channel costs one atomic load), so a pass
+            // that a credit's wake-up started also carries out what arrived meanwhile.
+            self.take_inbox();
             for ev in events.iter() {
                 match ev.token() {
-                    WAKER => self.take_inbox(),
+                    WAKER => {}
                     Token(key) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             // Without a hang-up in the event, a short read ends the draining.
@@ -206,7 +210,6 @@ impl Worker {
                     }
                 }
             }
-            self.resume_paused();
             self.read_pass(now);
             self.inbox_pass(now);
             if now >= next_tick {
@@ -328,35 +331,33 @@ impl Worker {
         }
     }
 
-    /// Paused connections whose credit is back are read again; if any are still paused, ask the
-    /// threads that hold their messages for a wake-up.
+    /// Paused connections whose credit is back are read again. If some stay paused, ask the
+    /// threads that hold their messages for a wake-up, then look once more: a credit returned
+    /// between the first look and the request would otherwise wake nobody.
     fn resume_paused(&mut self) {
         if self.paused.is_empty() {
             return;
         }
-        let worker_ok = |w: &Self| w.flow.in_flight() < w.limits.per_worker;
-        let mut i = 0;
-        while i < self.paused.len() {
-            let key = self.paused[i];
-            let ready = match self.conns.get(key) {
-                None => true, // gone: drop it from the list
-                Some(c) => worker_ok(self) && c.in_flight() < self.limits.per_conn,
-            };
-            if ready {
-                self.paused.swap_remove(i);
-                if self.conns.contains(key) {
-                    self.to_read.push_back((key, true));
-                }
-            } else {
-                i += 1;
-            }
+        self.requeue_ready();
+        if !self.paused.is_empty() {
+            self.flow.wait();
+            self.requeue_ready();
         }
-        if !self.paused.is_empty() && self.flow.wait() < self.limits.per_worker {
-            // Credit may have come back between the check and the request: look again at once.
-            for key in self.paused.drain(..) {
-                self.to_read.push_back((key, true));
+    }
+
+    /// Move the paused connections whose credit is back to the read queue, in the order they
+    /// were paused (the longest waiting is read first).
+    fn requeue_ready(&mut self) {
+        let worker_ok = self.flow.in_flight() < self.limits.per_worker;
+        let (conns, per_conn, to_read) = (&self.conns, self.limits.per_conn, &mut self.to_read);
+        self.paused.retain(|&key| match conns.get(key) {
+            Some(c) if !worker_ok || c.in_flight() >= per_conn => true,
+            Some(_) => {
+                to_read.push_back((key, true));
+                false
             }
-        }
+            None => false, // gone
+        });
     }
 
     fn reload(&mut self, cfg: &WorkerConfig, now: Instant) {

@@ -97,14 +97,47 @@ impl Daemon {
 
     /// Start with `config` and `RUST_LOG=debug`, for a test that reads the log ([`Daemon::stop`]).
     pub fn start_logged(config: &str) -> Daemon {
+        Daemon::start_env(config, &[("RUST_LOG", "debug")])
+    }
+
+    /// Start with `config` and more environment variables (a test fault, the log level).
+    pub fn start_env(config: &str, envs: &[(&str, &str)]) -> Daemon {
         let file = TempFile::new(config);
         let path = file.path().to_str().expect("utf-8 temp path").to_string();
-        Daemon::spawn(&["--config", &path], Some(file), &[("RUST_LOG", "debug")])
+        Daemon::spawn(&["--config", &path], Some(file), envs)
+    }
+
+    /// Start with `config` and at most `nofile` open file descriptors (RLIMIT_NOFILE).
+    pub fn start_with_nofile(config: &str, nofile: u64) -> Daemon {
+        let file = TempFile::new(config);
+        let path = file.path().to_str().expect("utf-8 temp path").to_string();
+        let mut cmd = Command::new(bin());
+        // SAFETY: setrlimit(2) in the child before exec: async-signal-safe, touches no memory of
+        // the parent.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                let r = libc::rlimit {
+                    rlim_cur: nofile,
+                    rlim_max: nofile,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.args(["--config", &path]);
+        Daemon::spawn_command(cmd, Some(file), &[])
     }
 
     fn spawn(args: &[&str], config: Option<TempFile>, envs: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(bin())
-            .args(args)
+        let mut cmd = Command::new(bin());
+        cmd.args(args);
+        Daemon::spawn_command(cmd, config, envs)
+    }
+
+    fn spawn_command(mut cmd: Command, config: Option<TempFile>, envs: &[(&str, &str)]) -> Daemon {
+        let mut child = cmd
             .args(["--listen", "127.0.0.1:0"])
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
@@ -205,6 +238,28 @@ impl Daemon {
     pub fn rewrite_config(&self, toml: &str) {
         let file = self.config.as_ref().expect("started with a config file");
         std::fs::write(file.path(), toml).expect("rewrite config");
+    }
+
+    /// Wait for the daemon to die on its own (a test fault), at most `within`: its exit status
+    /// and its log. A panic in the log is expected here.
+    pub fn expect_death(mut self, within: Duration) -> (std::process::ExitStatus, String) {
+        let status = self.wait_exit(within);
+        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default());
+        let log = String::from_utf8_lossy(stderr.as_deref().unwrap_or_default()).into_owned();
+        (status, log)
+    }
+
+    /// Poll `GET /metrics` until `sample` satisfies `want` (20 s at most); its value then.
+    pub fn wait_metric(&self, sample: &str, want: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self.metric(sample);
+            if let Some(v) = v.filter(|&v| want(v)) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{sample} stuck at {v:?}");
+            thread::sleep(Duration::from_millis(20)); // polling a counter; the deadline decides
+        }
     }
 
     /// Wait for the daemon to exit on its own (after a signal), at most `within`.
@@ -385,6 +440,24 @@ pub fn run_bin(args: &[&str]) -> Output {
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
     }
+}
+
+/// Read and drop whatever arrives on `s` (a clone of it) in a thread of its own until EOF: a
+/// publisher that is a member of its room reads what the room sends it, so it is never the slow
+/// one.
+pub fn drain_in_background(s: &TcpStream) {
+    let mut drain = s.try_clone().expect("clone the socket");
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match drain.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return,
+            }
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
