@@ -146,6 +146,25 @@ check_wedge() {
     expect_watchdog_restart "$pid"
 }
 
+check_panic() {
+    local pid
+    pid=$(prop wsrelay MainPID)
+    client_connect a /chat
+    client_ask a send wsrelay-test-fault
+    wait_for 10 "the panicked run's end" sh -c \
+        "nsenter -t $CONTAINER_PID -a tail -n1 /run/wsrelay-test-exits | grep -qx 'exit-code exited 70'"
+    local line
+    line=$(journal wsrelay -p err | grep "died; exiting with status 70" | head -1)
+    [ -n "$line" ] || die "no error-level line about the dead thread"
+    ok "a worker panics: the daemon exits with status 70 at once, Result=exit-code; <3> '${line#3	}'"
+    wait_for 10 "a restarted wsrelay" sh -c \
+        "[ \"\$(nsenter -t $CONTAINER_PID -a systemctl show -P MainPID wsrelay)\" != $pid ] &&
+         [ \"\$(nsenter -t $CONTAINER_PID -a systemctl is-active wsrelay)\" = active ]"
+    [ "$(prop wsrelay NRestarts)" = 1 ] || die "NRestarts=$(prop wsrelay NRestarts)"
+    [ "$(http_get /healthz)" = "200 ok" ] || die "the restarted daemon does not serve"
+    ok "Restart=on-failure: restarted as pid $(prop wsrelay MainPID) after RestartSec=, serving"
+}
+
 check_socket() {
     [ "$(prop wsrelay.socket ActiveState)" = active ] || die "wsrelay.socket is not active"
     [ "$(prop wsrelay.service ActiveState)" = inactive ] || die "the service started before any client"
