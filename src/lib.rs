@@ -15,6 +15,7 @@
 //! - [`config`]: the TOML file, parsed then validated.
 //! - [`http`]: request heads in, HTTP answers out.
 //! - [`metrics`]: counter names and the Prometheus rendering.
+//! - [`notify`], [`journal`]: the systemd side: `sd_notify`, socket activation, log priorities.
 //! - [`server`]: the threads and sockets.
 //!
 //! `relay` and `config` never import `server`.
@@ -22,6 +23,7 @@
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod journal;
 pub mod metrics;
 pub mod notify;
 pub mod relay;

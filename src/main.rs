@@ -3,11 +3,13 @@
 //! or a server that could not start, 2 bad arguments.
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use wsrelay::config::Config;
+use wsrelay::journal;
 use wsrelay::server::ConfigSource;
 
 const USAGE: &str = "\
@@ -27,6 +29,8 @@ options:
   -h, --help               print this help
 
 Logging goes to stderr; RUST_LOG sets the level (default info), e.g. RUST_LOG=debug.
+Under systemd each line starts with its syslog priority (<3> error .. <7> debug), so
+journalctl -p warning shows warnings and errors only.
 SIGHUP reloads the config file (rooms, limits) without dropping connections.
 SIGTERM or SIGINT closes every client with 1001 and exits 0 once they are gone or after
 shutdown_grace; a second signal exits at once.
@@ -62,9 +66,13 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexop
 
 fn init_logging() {
     let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    // Under systemd, journald stamps every line itself.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        b.format_timestamp(None);
+    // journald stamps every line with the time and the unit itself; what it needs from us is the
+    // level, as a `<N>` prefix it turns into the entry's priority (`journalctl -p`).
+    if journal::is_journal(&std::io::stderr()) {
+        b.format(|out, record| {
+            let msg = journal::prefixed(record.level(), &record.args().to_string());
+            writeln!(out, "{msg}")
+        });
     }
     b.init();
 }
@@ -92,7 +100,9 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{e}");
+                // Run as ExecStartPre=, this is the line `journalctl -p err` must show.
+                let msg = e.to_string();
+                eprintln!("{}", journal::for_stderr(log::Level::Error, &msg));
                 ExitCode::FAILURE
             }
         },

@@ -169,6 +169,11 @@ pub struct AcceptorCounts {
     /// SIGHUP reloads applied, and refused (the file did not validate).
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+    /// The last reload was refused, and none has succeeded since: the file on disk is not the
+    /// config in force. Cleared by the next good reload.
+    pub last_reload_failed: bool,
+    /// The running config's `max_connections`, so an alert can compare the open count with it.
+    pub max_connections: u64,
 }
 
 impl AcceptorCounts {
@@ -223,6 +228,16 @@ pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounter
             "wsrelay_handshakes_pending",
             "TCP connections whose upgrade request is not complete yet.",
             acceptor.handshakes_pending,
+        ),
+        (
+            "wsrelay_max_connections",
+            "The configured max_connections: past it, new clients get HTTP 503.",
+            acceptor.max_connections,
+        ),
+        (
+            "wsrelay_config_last_reload_successful",
+            "1 unless the last reload (SIGHUP) was refused and none has succeeded since.",
+            u64::from(!acceptor.last_reload_failed),
         ),
     ];
     for (name, help, v) in gauges {
@@ -308,4 +323,36 @@ pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounter
         acceptor.reloads_ok, acceptor.reloads_failed
     );
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample<'a>(body: &'a str, name: &str) -> Option<&'a str> {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+    }
+
+    #[test]
+    fn the_last_reload_gauge_follows_the_last_result() {
+        let mut counts = AcceptorCounts {
+            max_connections: 100_000,
+            ..AcceptorCounts::default()
+        };
+        let body = render(&counts, &[]);
+        assert_eq!(sample(&body, "wsrelay_max_connections"), Some("100000"));
+        assert_eq!(
+            sample(&body, "wsrelay_config_last_reload_successful"),
+            Some("1"),
+            "a daemon that never reloaded runs the file it started with"
+        );
+        counts.last_reload_failed = true;
+        let body = render(&counts, &[]);
+        assert_eq!(
+            sample(&body, "wsrelay_config_last_reload_successful"),
+            Some("0")
+        );
+        assert!(body.contains("# TYPE wsrelay_config_last_reload_successful gauge\n"));
+    }
 }

@@ -209,11 +209,19 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
     }
 
     let mut stdout = io::stdout().lock();
+    // Under systemd stdout and stderr are one journal stream: the plain line lands in the journal
+    // already (at info, the stream's default), and the logger's copy would say it twice.
+    let stdout_is_journal = crate::journal::is_journal(&stdout);
     for l in &listeners {
         let addr = l.local_addr().map_err(setup("a listener"))?;
-        info!("listening on {addr} with {n} workers");
+        if !stdout_is_journal {
+            info!("listening on {addr} with {n} workers");
+        }
         // Tests and scripts read the bound address (port 0 picks one) from this line.
         let _ = writeln!(stdout, "listening on {addr}");
+    }
+    if stdout_is_journal {
+        info!("serving with {n} workers");
     }
     let _ = stdout.flush();
     drop(stdout);

@@ -25,6 +25,7 @@ impl Acceptor {
             Ok(c) => c,
             Err(e) => {
                 self.counts.reloads_failed += 1;
+                self.counts.last_reload_failed = true;
                 warn!("reload failed, the running config stays in force: {e}");
                 return;
             }
@@ -65,6 +66,7 @@ impl Acceptor {
         );
         self.config = new;
         self.counts.reloads_ok += 1;
+        self.counts.last_reload_failed = false;
     }
 
     /// Read the signal pipe empty; one byte per signal delivered.

@@ -29,6 +29,7 @@ impl Acceptor {
             self.counts.rooms_open = self.admission.rooms() as u64;
             // Not counting this request, which is still among them.
             self.counts.handshakes_pending = self.pending.len().saturating_sub(1) as u64;
+            self.counts.max_connections = self.config.server.max_connections as u64;
             let body = metrics::render(&self.counts, &self.worker_counters);
             return Answer::Http(http::response_typed(
                 Status::Ok,
