@@ -14,14 +14,16 @@
 //! - [`relay`]: the sans-IO core (rooms, sequencing, admission), tested without sockets.
 //! - [`config`]: the TOML file, parsed then validated.
 //! - [`http`]: request heads in, HTTP answers out.
+//! - [`deflate`]: permessage-deflate (RFC 7692): negotiation, compress once, bounded inflate.
 //! - [`metrics`]: counter names and the Prometheus rendering.
 //! - [`notify`], [`journal`]: the systemd side: `sd_notify`, socket activation, log priorities.
 //! - [`server`]: the threads and sockets.
 //!
-//! `relay` and `config` never import `server`.
+//! `relay`, `config` and `deflate` never import `server`.
 
 pub mod auth;
 pub mod config;
+pub mod deflate;
 pub mod http;
 pub mod journal;
 pub mod metrics;

@@ -14,7 +14,8 @@ fn syntax_unknown_keys_and_wrong_types_are_reported_where_they_are() {
     assert_eq!(
         err("[[room]]\npath = \"/chat\"\nehco = true\n"),
         "3:1: unknown field `ehco`, expected one of `path`, `subprotocols`, `max_members`, `echo`, \
-         `allowed_origins`, `max_message_size`, `max_messages_per_second`, `auth`"
+         `allowed_origins`, `max_message_size`, `max_messages_per_second`, `auth`, \
+         `compression`, `compression_min_size`"
     );
     assert_eq!(
         err("[sever]\n"),
@@ -270,6 +271,14 @@ fn room_keys_are_checked() {
     assert_eq!(
         e("max_message_size = \"4GiB\""),
         "3:20: room \"/chat\": max_message_size must be at most 1GiB"
+    );
+    assert_eq!(
+        e("compression_min_size = -1"),
+        "3:24: room \"/chat\": compression_min_size must not be negative"
+    );
+    assert_eq!(
+        e("compression = \"on\""),
+        "3:15: invalid type: string \"on\", expected a boolean"
     );
     let token = "is not a valid token (letters, digits and !#$%&'*+-.^_`|~ only)";
     assert_eq!(

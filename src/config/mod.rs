@@ -108,6 +108,15 @@ pub const DEFAULT_ALLOWED_ORIGINS: [&str; 0] = [];
 /// Who may join a room: anyone. A relay usually starts as an open chat; a room that needs
 /// tokens says so, and then the file must also hold the secret that checks them.
 pub const DEFAULT_ROOM_AUTH: RoomAuth = RoomAuth::None;
+/// Whether a room compresses messages (permessage-deflate, RFC 7692) for clients that offer it.
+/// Off in a config file: it costs a deflate per message and an inflate per compressed message
+/// received, worth it for text that compresses (JSON), not for data that is compressed already;
+/// [`Config::builtin_default`] turns it on, as browsers expect.
+pub const DEFAULT_COMPRESSION: bool = false;
+/// Bytes under which a message is sent plain in a room with compression on. On JSON, deflate
+/// saves nothing at 64 bytes and about 15% (18 bytes) at 128, against a 2-3 µs reset of the
+/// compressor per message and an inflate on every recipient; from 256 bytes it saves a third.
+pub const DEFAULT_COMPRESSION_MIN_SIZE: usize = 128;
 
 /// Upper bound for `workers`: far past any machine we run on; a typo like 10000 fails instead.
 pub const MAX_WORKERS: usize = 1024;
@@ -182,6 +191,10 @@ pub struct RoomConfig {
     pub max_messages_per_second: u32,
     /// Who may join.
     pub auth: RoomAuth,
+    /// Compress for clients that offer permessage-deflate.
+    pub compression: bool,
+    /// Messages shorter than this are sent plain even with `compression` on.
+    pub compression_min_size: usize,
 }
 
 /// A room's `auth` key: who may join it.
@@ -291,7 +304,7 @@ impl Config {
     }
 
     /// The configuration used without `--config`: every server default on 127.0.0.1:8080, the
-    /// demo page on, and one pattern room `/*` so that every path is a room.
+    /// demo page on, and one pattern room `/*` so that every path is a room, with compression.
     pub fn builtin_default() -> Config {
         Config {
             server: ServerConfig {
@@ -309,6 +322,8 @@ impl Config {
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
                 max_messages_per_second: DEFAULT_MAX_MESSAGES_PER_SECOND,
                 auth: DEFAULT_ROOM_AUTH,
+                compression: true,
+                compression_min_size: DEFAULT_COMPRESSION_MIN_SIZE,
             }],
         }
     }

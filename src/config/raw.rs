@@ -57,6 +57,8 @@ pub(super) struct RawRoom {
     pub max_message_size: Option<Spanned<RawSize>>,
     pub max_messages_per_second: Option<Spanned<u32>>,
     pub auth: Option<Spanned<RoomAuth>>,
+    pub compression: Option<bool>,
+    pub compression_min_size: Option<Spanned<RawSize>>,
 }
 
 /// `listen`: one address or a list of them.

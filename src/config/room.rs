@@ -102,6 +102,14 @@ fn room_keys(
         Some(a) => a.into_inner(),
     };
 
+    let compression_min_size = size(
+        "compression_min_size",
+        raw.compression_min_size,
+        DEFAULT_COMPRESSION_MIN_SIZE,
+        0,
+        MESSAGE_SIZE_CEILING,
+    )?;
+
     Ok(RoomConfig {
         pattern: path.ends_with("/*"),
         path,
@@ -114,6 +122,8 @@ fn room_keys(
             .max_messages_per_second
             .map_or(DEFAULT_MAX_MESSAGES_PER_SECOND, Spanned::into_inner),
         auth,
+        compression: raw.compression.unwrap_or(DEFAULT_COMPRESSION),
+        compression_min_size,
     })
 }
 

@@ -69,6 +69,8 @@ fn a_room_gets_every_room_default() {
         max_message_size: 256 * 1024, // the server's
         max_messages_per_second: 0,
         auth: RoomAuth::None,
+        compression: false,
+        compression_min_size: 128,
     };
     assert_eq!(config.rooms, vec![expected]);
 }
@@ -101,6 +103,8 @@ fn every_key_can_be_set() {
         max_message_size = "500KB"
         max_messages_per_second = 20
         auth = "jwt"
+        compression = true
+        compression_min_size = "1KiB"
 
         [auth]
         jwt_secret = "0123456789abcdef0123456789abcdef"
@@ -142,6 +146,7 @@ fn every_key_can_be_set() {
         (room.max_messages_per_second, room.auth),
         (20, RoomAuth::Jwt)
     );
+    assert_eq!((room.compression, room.compression_min_size), (true, 1024));
     assert_eq!(
         config.auth.unwrap().jwt_secret.expose(),
         b"0123456789abcdef0123456789abcdef"
@@ -184,6 +189,8 @@ fn the_builtin_default_makes_every_path_a_room() {
     );
     assert!(room.subprotocols.is_empty() && room.allowed_origins.is_empty());
     assert_eq!((room.max_members, room.max_message_size), (0, 64 * 1024));
+    assert!(room.compression, "browsers get compression out of the box");
+    assert_eq!(room.compression_min_size, DEFAULT_COMPRESSION_MIN_SIZE);
     for path in ["/", "/chat", "/a/b/c"] {
         assert_eq!(
             config.route(path).map(|r| r.path.as_str()),
@@ -330,7 +337,7 @@ fn the_shipped_example_documents_every_key() {
     };
     let (server, room) = (keys("[server]"), keys("[[room]]\npath = \"/x\""));
     let auth = keys("[auth]");
-    assert_eq!((server.len(), room.len(), auth.len()), (15, 8, 2));
+    assert_eq!((server.len(), room.len(), auth.len()), (15, 10, 2));
     for key in server.into_iter().chain(room).chain(auth) {
         assert!(
             documented(&key),

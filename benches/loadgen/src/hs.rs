@@ -63,7 +63,7 @@ pub fn run(o: &Opts) -> Result<Json, String> {
     let mut index = 0usize;
     while Instant::now() < end {
         while opening < o.concurrency {
-            let hs = Hs::start(o.server, sources.next(), &path, index)
+            let hs = Hs::start(o.server, sources.next(), &path, index, false)
                 .map_err(|e| format!("connect: {e}"))?;
             index += 1;
             let entry = slab.vacant_entry();
@@ -97,7 +97,7 @@ pub fn run(o: &Opts) -> Result<Json, String> {
             match entry {
                 Entry::Opening(hs) => match hs.step() {
                     Step::Wait => {}
-                    Step::Done(_) => {
+                    Step::Done { .. } => {
                         if measuring {
                             hist.record(now.duration_since(hs.started).as_nanos() as u64);
                         }

@@ -20,6 +20,8 @@ pub struct Opts {
     pub sources: u32,
     pub concurrency: usize,
     pub settle: Duration,
+    /// Offer permessage-deflate (and fail if the server declines it).
+    pub deflate: bool,
     pub duration: Duration,
     pub setup_timeout: Duration,
 }
@@ -37,6 +39,7 @@ pub fn run(o: &Opts) -> Result<Json, String> {
         |i| format!("{prefix}/idle-{}", i / per_room),
         o.concurrency,
         t_setup + o.setup_timeout,
+        o.deflate,
     )?;
     let setup_s = t_setup.elapsed().as_secs_f64();
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
@@ -96,6 +99,7 @@ pub fn run(o: &Opts) -> Result<Json, String> {
     let mut j = Json::new();
     j.str("scenario", "idle");
     j.num("connections", o.conns as f64);
+    j.str("deflate", if o.deflate { "agreed" } else { "off" });
     j.num("setup_s", setup_s);
     j.num("connects_per_s", o.conns as f64 / setup_s);
     j.num("held_s", held_s);

@@ -1,11 +1,14 @@
 //! wsrelay's load generator: drives a WebSocket relay (wsrelay or a peer) on loopback and prints
 //! one JSON object per run. See `loadgen --help`; `benches/compare` drives it against every server.
 
+mod conn;
 mod hist;
 mod hs;
 mod idle;
+mod inflate;
 mod json;
 mod net;
+mod payload;
 mod relay;
 mod sys;
 mod ws;
@@ -23,10 +26,15 @@ scenarios:
               --subs S (1000) --pubs P (4) --size B (64) --messages M (0: no limit)
               --window W (16, per publisher, in flight until every member has it)
               | --rate D (deliveries per second over all publishers; fixed schedule)
+              --payload binary|json (binary: --size bytes; json: 1-2 KiB of market data
+              that deflate compresses 3-6x)  --deflate 0|1 (0; 1: every client offers
+              permessage-deflate, the server must agree, compressed messages are inflated
+              and checked; reports wire and payload bytes per delivery)
   rooms       R rooms x K members, every member publishes ({prefix}/rooms-N)
               --rooms R (1000) --members K (10) --size B (64) --window W (2) | --rate D
+              --payload, --deflate as for fanout
   idle        C connections held ({prefix}/idle-N, 100 per room); server RSS per connection
-              --conns C (19000) --settle SECS (1)
+              --conns C (19000) --settle SECS (1) --deflate 0|1 (0)
   handshakes  connect + upgrade + close, repeated
               --concurrency N (32)
 
@@ -166,6 +174,10 @@ fn run() -> Result<(), String> {
             if window == Some(0) {
                 return Err("--window must be at least 1".into());
             }
+            let payload = payload::Kind::parse(&a.get("payload", "binary".to_string())?)?;
+            if payload == payload::Kind::Json && a.kv.contains_key("size") {
+                return Err("--size applies to binary payloads; json ones are 1-2 KiB".into());
+            }
             let o = relay::Opts {
                 scenario: if fanout { "fanout" } else { "rooms" },
                 server,
@@ -175,6 +187,8 @@ fn run() -> Result<(), String> {
                 members,
                 publishers,
                 size: a.get("size", 64)?,
+                payload,
+                deflate: flag(&a, "deflate")?,
                 window,
                 rate,
                 messages: a.get("messages", 0)?,
@@ -199,6 +213,7 @@ fn run() -> Result<(), String> {
                 sources,
                 concurrency,
                 settle: a.secs("settle", 1.0)?,
+                deflate: flag(&a, "deflate")?,
                 duration,
                 setup_timeout,
             };
@@ -228,6 +243,15 @@ fn run() -> Result<(), String> {
     }
     println!("{}", j.render());
     Ok(())
+}
+
+/// A 0/1 option, off by default.
+fn flag(a: &Args, k: &str) -> Result<bool, String> {
+    match a.get(k, 0u8)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(format!("--{k} takes 0 or 1")),
+    }
 }
 
 fn main() -> ExitCode {

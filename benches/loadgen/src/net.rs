@@ -11,6 +11,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Socket, Type};
 
+use crate::inflate;
 use crate::ws::{self, Head};
 
 /// Source addresses 127.0.0.2 .. 127.0.0.(2 + count), used round robin.
@@ -81,17 +82,23 @@ pub struct Hs {
 /// What an event did to a handshake.
 pub enum Step {
     Wait,
-    /// Upgraded; bytes read past the response head (frames already sent to us).
-    Done(Vec<u8>),
+    /// Upgraded; bytes read past the response head (frames already sent to us), and what the
+    /// server agreed of permessage-deflate.
+    Done {
+        early: Vec<u8>,
+        deflate: Option<inflate::Agreed>,
+    },
     Fail(String),
 }
 
 impl Hs {
+    /// Connect and ask for an upgrade to `path`, offering permessage-deflate if `deflate`.
     pub fn start(
         server: SocketAddrV4,
         source: Ipv4Addr,
         path: &str,
         index: usize,
+        deflate: bool,
     ) -> io::Result<Hs> {
         let started = Instant::now();
         let stream = connect(server, source)?;
@@ -100,7 +107,7 @@ impl Hs {
             started,
             index,
             state: HsState::Connecting,
-            req: ws::request(&server.to_string(), path),
+            req: ws::request(&server.to_string(), path, deflate),
             sent: 0,
             buf: Vec::new(),
         })
@@ -144,7 +151,10 @@ impl Hs {
                             self.buf.extend_from_slice(&chunk[..n]);
                             match ws::parse_head(&self.buf) {
                                 Head::Incomplete => {}
-                                Head::Upgraded(len) => return Step::Done(self.buf.split_off(len)),
+                                Head::Upgraded { len, deflate } => {
+                                    let early = self.buf.split_off(len);
+                                    return Step::Done { early, deflate };
+                                }
                                 Head::Refused(line) => return Step::Fail(line),
                             }
                         }
@@ -164,10 +174,14 @@ pub struct Open {
     /// Bytes read past the 101 response.
     pub early: Vec<u8>,
     pub index: usize,
+    /// What the server agreed of permessage-deflate.
+    pub deflate: Option<inflate::Agreed>,
 }
 
 /// Open `n` WebSocket connections, `path(i)` for the i-th, at most `concurrency` handshakes at a
-/// time. Fails on the first refused connection or at `deadline`. The result is in index order.
+/// time, offering permessage-deflate if `deflate` (and then failing if the server declines it).
+/// Fails on the first refused connection or at `deadline`. The result is in index order.
+#[allow(clippy::too_many_arguments)]
 pub fn establish(
     server: SocketAddrV4,
     sources: &mut Sources,
@@ -175,6 +189,7 @@ pub fn establish(
     path: impl Fn(usize) -> String,
     concurrency: usize,
     deadline: Instant,
+    deflate: bool,
 ) -> Result<Vec<Open>, String> {
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut events = Events::with_capacity(1024);
@@ -184,7 +199,7 @@ pub fn establish(
     let mut finished = 0;
     while finished < n {
         while next < n && pending.len() < concurrency {
-            let hs = Hs::start(server, sources.next(), &path(next), next)
+            let hs = Hs::start(server, sources.next(), &path(next), next, deflate)
                 .map_err(|e| format!("connection {next}: {e}"))?;
             let entry = pending.vacant_entry();
             let key = entry.key();
@@ -217,7 +232,16 @@ pub fn establish(
             };
             match hs.step() {
                 Step::Wait => {}
-                Step::Done(early) => {
+                Step::Done {
+                    early,
+                    deflate: agreed,
+                } => {
+                    if deflate && agreed.is_none() {
+                        return Err(format!(
+                            "connection {}: the server did not agree to permessage-deflate",
+                            hs.index
+                        ));
+                    }
                     let mut hs = pending.remove(key);
                     poll.registry()
                         .deregister(&mut hs.stream)
@@ -226,6 +250,7 @@ pub fn establish(
                         stream: hs.stream,
                         early,
                         index: hs.index,
+                        deflate: agreed,
                     });
                     finished += 1;
                 }

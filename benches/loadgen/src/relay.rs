@@ -13,7 +13,7 @@
 //!
 //! Threads: the connections are dealt round robin to `threads` threads, each with its own poll.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::{Arc, Barrier, Mutex};
@@ -21,11 +21,13 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::conn::{Conn, Counts, HEADER, Rx, SCRATCH, Track, close, flush, pick, read_conn, send};
 use crate::hist::Hist;
+use crate::inflate::Inflate;
 use crate::json::Json;
 use crate::net::{self, Open, Sources};
+use crate::payload::{self, Kind};
 use crate::sys;
-use crate::ws;
 
 const SETUP: u8 = 0;
 const WARMUP: u8 = 1;
@@ -34,9 +36,6 @@ const DRAIN: u8 = 3;
 const STOP: u8 = 4;
 
 const WAKER: Token = Token(usize::MAX);
-const HEADER: usize = 20;
-const MASK: [u8; 4] = [0x5a, 0xc3, 0x17, 0x8e];
-const SCRATCH: usize = 256 * 1024;
 
 pub struct Opts {
     pub scenario: &'static str,
@@ -48,7 +47,11 @@ pub struct Opts {
     pub members: usize,
     /// Publishers per room (the first members).
     pub publishers: usize,
+    /// Message size (binary payloads; JSON ones are 1–2 KiB).
     pub size: usize,
+    pub payload: Kind,
+    /// Offer permessage-deflate (and fail if the server declines it).
+    pub deflate: bool,
     /// Messages in flight per publisher (windowed mode).
     pub window: Option<u32>,
     /// Deliveries per second over all rooms (rate mode).
@@ -70,6 +73,9 @@ struct Stats {
     unique: AtomicU64,
     sent: AtomicU64,
     disconnected: AtomicU64,
+    wire_bytes: AtomicU64,
+    body_bytes: AtomicU64,
+    compressed: AtomicU64,
 }
 
 struct Shared {
@@ -92,23 +98,6 @@ struct Shared {
     interval: Option<Duration>,
 }
 
-struct Conn {
-    stream: mio::net::TcpStream,
-    room: u32,
-    carry: Vec<u8>,
-    out: Vec<u8>,
-    /// First of this connection's per-publisher trackers.
-    track: usize,
-    open: bool,
-}
-
-#[derive(Clone, Copy, Default)]
-struct Track {
-    next: u64,
-    /// Bit i: sequence next-1-i was seen.
-    seen: u64,
-}
-
 struct Pub {
     conn: usize,
     id: u32,
@@ -117,153 +106,10 @@ struct Pub {
     next_at: Instant,
 }
 
-#[derive(Default)]
-struct Counts {
-    received: u64,
-    duplicates: u64,
-    out_of_order: u64,
-    bad_frames: u64,
-    foreign: u64,
-    disconnected: u64,
-}
-
 struct ThreadResult {
     hist: Hist,
     counts: Counts,
     first_error: Option<String>,
-}
-
-/// Receive-side state of one thread, apart from the connections.
-struct Rx {
-    publishers: usize,
-    tracks: Vec<Track>,
-    local: Vec<u32>,
-    touched: Vec<u32>,
-    window: u32,
-    hist: Hist,
-    counts: Counts,
-    measuring: bool,
-    epoch: Instant,
-}
-
-impl Rx {
-    /// Parse every whole frame at the front of `buf`; returns the bytes used.
-    fn frames(&mut self, c: &mut Conn, buf: &[u8], now_ns: u64) -> Result<usize, String> {
-        let mut at = 0;
-        loop {
-            let (f, used) = match ws::decode(&buf[at..]) {
-                Ok(Some(x)) => x,
-                Ok(None) => return Ok(at),
-                Err(e) => return Err(e.into()),
-            };
-            at += used;
-            match f.op {
-                ws::OP_BINARY | ws::OP_TEXT if f.fin && f.payload.len() >= HEADER => {
-                    self.message(c, f.payload, now_ns)
-                }
-                ws::OP_PING => ws::encode(&mut c.out, ws::OP_PONG, f.payload, MASK),
-                ws::OP_PONG => {}
-                ws::OP_CLOSE => {
-                    let code = f.payload.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-                    let why = String::from_utf8_lossy(f.payload.get(2..).unwrap_or(&[]));
-                    return Err(format!("server closed: {code:?} {why}"));
-                }
-                _ => self.counts.bad_frames += 1,
-            }
-        }
-    }
-
-    #[inline]
-    fn message(&mut self, c: &Conn, p: &[u8], now_ns: u64) {
-        let id = u32::from_le_bytes(p[0..4].try_into().unwrap());
-        let seq = u64::from_le_bytes(p[4..12].try_into().unwrap());
-        let ts = u64::from_le_bytes(p[12..20].try_into().unwrap());
-        let (room, j) = (id as usize / self.publishers, id as usize % self.publishers);
-        if room != c.room as usize {
-            self.counts.foreign += 1;
-            return;
-        }
-        self.counts.received += 1;
-        let t = &mut self.tracks[c.track + j];
-        if seq >= t.next {
-            let gap = seq - t.next;
-            t.seen = if gap >= 63 {
-                1
-            } else {
-                (t.seen << (gap + 1)) | 1
-            };
-            t.next = seq + 1;
-        } else {
-            let back = t.next - 1 - seq;
-            if back < 64 && t.seen & (1 << back) != 0 {
-                self.counts.duplicates += 1;
-                return;
-            }
-            if back < 64 {
-                t.seen |= 1 << back;
-            }
-            self.counts.out_of_order += 1;
-        }
-        if self.measuring {
-            self.hist.record(now_ns.saturating_sub(ts));
-        }
-        if self.window > 0 {
-            let slot = id as usize * self.window as usize + (seq % self.window as u64) as usize;
-            if self.local[slot] == 0 {
-                self.touched.push(slot as u32);
-            }
-            self.local[slot] += 1;
-        }
-    }
-
-    fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
-    }
-}
-
-/// Read until the socket would block. Err: the connection is over (and why).
-fn read_conn(c: &mut Conn, scratch: &mut [u8], rx: &mut Rx) -> Result<(), String> {
-    loop {
-        let l = c.carry.len();
-        scratch[..l].copy_from_slice(&c.carry);
-        match c.stream.read(&mut scratch[l..]) {
-            Ok(0) => return Err("server closed the TCP connection".into()),
-            Ok(n) => {
-                let total = l + n;
-                let now = rx.now_ns();
-                let used = rx.frames(c, &scratch[..total], now)?;
-                c.carry.clear();
-                c.carry.extend_from_slice(&scratch[used..total]);
-                if c.carry.len() > SCRATCH / 2 {
-                    return Err("frame larger than the read buffer".into());
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("read: {e}")),
-        }
-    }
-}
-
-fn flush(c: &mut Conn) -> Result<(), String> {
-    while !c.out.is_empty() {
-        match c.stream.write(&c.out) {
-            Ok(n) => {
-                c.out.drain(..n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("write: {e}")),
-        }
-    }
-    Ok(())
-}
-
-fn send(c: &mut Conn, payload: &mut [u8], id: u32, seq: u64, ts: u64) {
-    payload[0..4].copy_from_slice(&id.to_le_bytes());
-    payload[4..12].copy_from_slice(&seq.to_le_bytes());
-    payload[12..20].copy_from_slice(&ts.to_le_bytes());
-    ws::encode(&mut c.out, ws::OP_BINARY, payload, MASK);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -307,6 +153,8 @@ fn thread_main(
             out: Vec::with_capacity(4096),
             track: i * p,
             open: true,
+            deflate: o.deflate,
+            inflate: None,
         });
     }
     let total_pubs = opts.rooms * p;
@@ -328,9 +176,12 @@ fn thread_main(
         counts: Counts::default(),
         measuring: false,
         epoch: shared.epoch,
+        inflate: Inflate::new(),
+        inflated: Vec::new(),
     };
     let mut scratch = vec![0u8; SCRATCH];
-    let mut payload = vec![0u8; opts.size];
+    // Distinct bodies, made before the run; a message takes one by its publisher and sequence.
+    let mut bodies = payload::pool(opts.payload, HEADER, opts.size, me as u64 + 1);
     let mut events = Events::with_capacity(1024);
     let mut completed: Vec<u32> = Vec::new();
     let mut dirty: Vec<usize> = Vec::new();
@@ -365,7 +216,8 @@ fn thread_main(
                         let ts = pb.next_at.duration_since(shared.epoch).as_nanos() as u64;
                         let c = &mut conns[pb.conn];
                         if c.open {
-                            send(c, &mut payload, pb.id, pb.sent, ts);
+                            let body = pick(&mut bodies, pb.id, pb.sent);
+                            send(c, body, pb.id, pb.sent, ts);
                             if !c.out.is_empty() {
                                 dirty.push(pb.conn);
                             }
@@ -403,7 +255,8 @@ fn thread_main(
                         && pb.sent - pb.done < window as u64
                         && (shared.messages == 0 || pb.sent < shared.messages)
                     {
-                        send(c, &mut payload, pb.id, pb.sent, ts);
+                        let body = pick(&mut bodies, pb.id, pb.sent);
+                        send(c, body, pb.id, pb.sent, ts);
                         pb.sent += 1;
                         sent_total += 1;
                         any = true;
@@ -482,6 +335,9 @@ fn thread_main(
             .store(rx.counts.received + rx.counts.duplicates, Relaxed);
         stats.unique.store(rx.counts.received, Relaxed);
         stats.disconnected.store(rx.counts.disconnected, Relaxed);
+        stats.wire_bytes.store(rx.counts.wire_bytes, Relaxed);
+        stats.body_bytes.store(rx.counts.body_bytes, Relaxed);
+        stats.compressed.store(rx.counts.compressed, Relaxed);
     }
     ThreadResult {
         hist: rx.hist,
@@ -490,26 +346,13 @@ fn thread_main(
     }
 }
 
-fn close(
-    c: &mut Conn,
-    poll: &mut Poll,
-    counts: &mut Counts,
-    first: &mut Option<String>,
-    why: String,
-) {
-    c.open = false;
-    let _ = poll.registry().deregister(&mut c.stream);
-    let _ = c.stream.shutdown(std::net::Shutdown::Both);
-    counts.disconnected += 1;
-    first.get_or_insert(why);
-}
-
 /// The parts of the options the threads need.
 struct OptsView {
     rooms: usize,
     members: usize,
     publishers: usize,
     size: usize,
+    payload: Kind,
 }
 
 pub fn run(o: &Opts) -> Result<Json, String> {
@@ -542,6 +385,7 @@ pub fn run(o: &Opts) -> Result<Json, String> {
         },
         o.concurrency,
         t_setup + o.setup_timeout,
+        o.deflate,
     )?;
     let setup_s = t_setup.elapsed().as_secs_f64();
 
@@ -594,6 +438,7 @@ pub fn run(o: &Opts) -> Result<Json, String> {
         members: k,
         publishers: p,
         size: o.size,
+        payload: o.payload,
     });
     let barrier = Arc::new(Barrier::new(threads + 1));
     let mut handles = Vec::new();
@@ -624,6 +469,11 @@ pub fn run(o: &Opts) -> Result<Json, String> {
     let s0 = sys::sample(o.server_pid);
     let me0 = sys::self_cpu();
     let u0 = sum(|s| &s.unique);
+    let bytes0 = [
+        sum(|s| &s.wire_bytes),
+        sum(|s| &s.body_bytes),
+        sum(|s| &s.compressed),
+    ];
     let t0 = Instant::now();
     set_phase(MEASURE);
     let capped = o.messages > 0;
@@ -640,6 +490,11 @@ pub fn run(o: &Opts) -> Result<Json, String> {
         }
     }
     let u1 = sum(|s| &s.unique);
+    let bytes1 = [
+        sum(|s| &s.wire_bytes),
+        sum(|s| &s.body_bytes),
+        sum(|s| &s.compressed),
+    ];
     let elapsed = t0.elapsed().as_secs_f64();
     let s1 = sys::sample(o.server_pid);
     let me1 = sys::self_cpu();
@@ -686,7 +541,11 @@ pub fn run(o: &Opts) -> Result<Json, String> {
     j.num("members_per_room", k as f64);
     j.num("publishers_per_room", p as f64);
     j.num("connections", n as f64);
-    j.num("size", o.size as f64);
+    j.str("payload", o.payload.name());
+    if o.payload == Kind::Binary {
+        j.num("size", o.size as f64);
+    }
+    j.str("deflate", if o.deflate { "agreed" } else { "off" });
     match (o.window, o.rate) {
         (Some(w), _) => {
             j.str("mode", "window");
@@ -709,6 +568,13 @@ pub fn run(o: &Opts) -> Result<Json, String> {
     j.num("latency_p50_us", hist.quantile(0.50) as f64 / 1e3);
     j.num("latency_p99_us", hist.quantile(0.99) as f64 / 1e3);
     j.num("latency_max_us", hist.max() as f64 / 1e3);
+    // Bytes per delivery over the measured interval: WebSocket bytes read (frames and their
+    // headers: what crossed the wire, less TCP/IP), and message bytes once inflated.
+    let per = |i: usize| (bytes1[i] - bytes0[i]) as f64 / deliveries.max(1) as f64;
+    j.num("wire_bytes_per_delivery", per(0));
+    j.num("payload_bytes_per_delivery", per(1));
+    j.num("compression_ratio", per(1) / per(0).max(1e-9));
+    j.num("compressed_share", per(2));
     j.num("expected_deliveries", expected as f64);
     j.num("lost", expected.saturating_sub(c.received) as f64);
     j.num("duplicates", c.duplicates as f64);

@@ -1,6 +1,8 @@
 //! The client side of WebSocket, hand-rolled for speed: the upgrade request, the 101 check,
 //! masked client frames, unmasked server frames. Nothing here allocates per message.
 
+use crate::inflate;
+
 /// RFC 6455's sample key and its accept value: every connection may use the same key.
 pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 pub const ACCEPT: &[u8] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
@@ -11,11 +13,17 @@ pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 pub const OP_PONG: u8 = 0xA;
 
-/// The upgrade request for `path` on `host` (e.g. "127.0.0.1:8080").
-pub fn request(host: &str, path: &str) -> Vec<u8> {
+/// The upgrade request for `path` on `host` (e.g. "127.0.0.1:8080"), offering
+/// permessage-deflate if `deflate`.
+pub fn request(host: &str, path: &str, deflate: bool) -> Vec<u8> {
+    let offer = if deflate {
+        format!("Sec-WebSocket-Extensions: {}\r\n", inflate::OFFER)
+    } else {
+        String::new()
+    };
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     )
     .into_bytes()
 }
@@ -25,8 +33,12 @@ pub fn request(host: &str, path: &str) -> Vec<u8> {
 pub enum Head {
     /// No blank line yet.
     Incomplete,
-    /// A 101 with the right accept key; the head is this many bytes (frames may follow).
-    Upgraded(usize),
+    /// A 101 with the right accept key; the head is `len` bytes (frames may follow), and what
+    /// it says of permessage-deflate.
+    Upgraded {
+        len: usize,
+        deflate: Option<inflate::Agreed>,
+    },
     /// Anything else; the status line, for the report.
     Refused(String),
 }
@@ -47,7 +59,15 @@ pub fn parse_head(buf: &[u8]) -> Head {
     if find(head, ACCEPT).is_none() {
         return Head::Refused("101 without the expected Sec-WebSocket-Accept".into());
     }
-    Head::Upgraded(end + 4)
+    let deflate = String::from_utf8_lossy(head)
+        .split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("sec-websocket-extensions"))
+        .find_map(|(_, value)| inflate::agreed(value));
+    Head::Upgraded {
+        len: end + 4,
+        deflate,
+    }
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -79,6 +99,8 @@ pub fn encode(out: &mut Vec<u8>, op: u8, payload: &[u8], mask: [u8; 4]) {
 #[derive(Debug)]
 pub struct Frame<'a> {
     pub fin: bool,
+    /// RSV1: the message is compressed (permessage-deflate).
+    pub rsv1: bool,
     pub op: u8,
     pub payload: &'a [u8],
 }
@@ -116,6 +138,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, &'static str> {
     Ok(Some((
         Frame {
             fin: b0 & 0x80 != 0,
+            rsv1: b0 & 0x40 != 0,
             op: b0 & 0x0f,
             payload: &buf[at..at + len],
         },
@@ -153,7 +176,21 @@ mod tests {
     #[test]
     fn head_needs_101_and_accept() {
         let ok = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x82\x00";
-        assert_eq!(parse_head(ok), Head::Upgraded(ok.len() - 2));
+        assert_eq!(
+            parse_head(ok),
+            Head::Upgraded {
+                len: ok.len() - 2,
+                deflate: None
+            }
+        );
+        let deflated = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nsec-websocket-extensions: permessage-deflate; server_no_context_takeover\r\n\r\n";
+        assert!(matches!(
+            parse_head(deflated),
+            Head::Upgraded {
+                deflate: Some(inflate::Agreed { no_context: true }),
+                ..
+            }
+        ));
         assert_eq!(parse_head(&ok[..20]), Head::Incomplete);
         assert!(matches!(
             parse_head(b"HTTP/1.1 404 Not Found\r\n\r\n"),
