@@ -8,7 +8,10 @@
 //!     ┌─────────┴──────────┬────────────────────┐
 //!   worker 0 (mio)       worker 1   …         worker N-1
 //!   owns its connections; decodes frames (tungstenite); each room has one owner worker
-//!   that sequences its messages and hands each one once to every worker with members
+//!   that acknowledges each worker's membership (the 101 waits for it), sequences the room's
+//!   messages (epoch + sequence from 1) and hands each one once to every worker with members
+//!   links between workers are FIFO; what a publisher has in flight between them is bounded
+//!   (credits), and a pass takes in a bounded amount before it writes
 //! ```
 //!
 //! - [`relay`]: the sans-IO core (rooms, sequencing, admission), tested without sockets.

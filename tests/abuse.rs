@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::frames::{FIN, OP_BINARY, client_frame, read_frame};
-use common::{Daemon, IO_TIMEOUT, Ws, barrier};
+use common::{Daemon, IO_TIMEOUT, Ws};
 
 const HALF_OPEN: usize = 1000;
 /// Bytes of request head each half-open connection sends (of the 8 KiB allowed).
@@ -64,8 +64,7 @@ const BATCH: usize = 100;
 #[test]
 fn half_open_handshakes_and_stalled_readers_do_not_hurt_normal_clients() {
     let d = Daemon::start(CONFIG);
-    let mut normal: Vec<Ws> = (0..NORMAL).map(|_| d.connect("/busy", &[])).collect();
-    barrier(&mut normal, true);
+    let normal: Vec<Ws> = (0..NORMAL).map(|_| d.connect("/busy", &[])).collect();
     let mut normal: Vec<TcpStream> = normal.into_iter().map(Ws::into_inner).collect();
 
     // A round without attackers warms the allocator up and gives the starting point.
@@ -81,16 +80,16 @@ fn half_open_handshakes_and_stalled_readers_do_not_hurt_normal_clients() {
         assert_eq!(common::status(&head), 408, "{head}");
     }
     drop((timed_out, stalled));
-    wait_for(&d, "wsrelay_handshakes_pending", 0.0);
-    wait_for(&d, "wsrelay_connections_open", NORMAL as f64);
+    d.wait_metric("wsrelay_handshakes_pending", |v| v == 0.0);
+    d.wait_metric("wsrelay_connections_open", |v| v == NORMAL as f64);
     exchange(&mut normal, 2);
     let after_first = d.rss_kib();
 
     // The second attack is called off by the attackers; the daemon lets go at once.
     let (half_open, stalled, second) = attack(&d, &mut normal, 3);
     drop((half_open, stalled));
-    wait_for(&d, "wsrelay_handshakes_pending", 0.0);
-    wait_for(&d, "wsrelay_connections_open", NORMAL as f64);
+    d.wait_metric("wsrelay_handshakes_pending", |v| v == 0.0);
+    d.wait_metric("wsrelay_connections_open", |v| v == NORMAL as f64);
     exchange(&mut normal, 4);
     let after_second = d.rss_kib();
 
@@ -162,11 +161,9 @@ fn attack(
     let exchange = exchange(normal, round);
     let peak = d.rss_kib();
     // Every stalled reader fell behind by far more than its queue may hold.
-    wait_for(
-        d,
-        "wsrelay_slow_consumer_disconnects_total",
-        slow_before + STALLED as f64,
-    );
+    d.wait_metric("wsrelay_slow_consumer_disconnects_total", |v| {
+        v == slow_before + STALLED as f64
+    });
     (
         half_open,
         stalled,
@@ -192,7 +189,7 @@ fn half_open_handshakes(d: &Daemon) -> Vec<TcpStream> {
             conns.push(s);
         }
         // The acceptor has read these once it reports them pending.
-        wait_for(d, "wsrelay_handshakes_pending", conns.len() as f64);
+        d.wait_metric("wsrelay_handshakes_pending", |v| v == conns.len() as f64);
     }
     conns
 }
@@ -266,17 +263,4 @@ fn payload(round: u8, from: usize, k: usize) -> Vec<u8> {
 
 fn tag(p: &[u8]) -> usize {
     u64::from_be_bytes(p[2..10].try_into().unwrap()) as usize
-}
-
-/// Wait until the metric `sample` reads `want`.
-fn wait_for(d: &Daemon, sample: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = d.metric(sample);
-        if got == Some(want) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{sample} is {got:?}, not {want}");
-        thread::sleep(Duration::from_millis(50)); // polling a counter; the deadline decides
-    }
 }

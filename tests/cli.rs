@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Daemon, TempFile, barrier, run_bin, status};
+use common::{Daemon, TempFile, run_bin, status};
 
 const GOOD: &str = r#"
 [server]
@@ -118,8 +118,7 @@ fn healthz_is_200_ok() {
 fn built_in_default_makes_every_path_a_room_with_echo() {
     let d = Daemon::start_default();
     for path in ["/chat", "/anything/at/all"] {
-        let mut m = vec![d.connect(path, &[]), d.connect(path, &[])];
-        barrier(&mut m, true);
+        let mut m = [d.connect(path, &[]), d.connect(path, &[])];
         common::send_text(&mut m[0], "hi");
         for ws in m.iter_mut() {
             assert_eq!(common::recv_text(ws), "hi");

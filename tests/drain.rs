@@ -6,14 +6,13 @@ mod common;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Ws, barrier, read_close};
+use common::{Daemon, Ws, read_close};
 
 #[test]
 fn sigterm_closes_every_client_with_1001_and_exits_0() {
     let mut d =
         Daemon::start("[server]\nworkers = 2\ncolocate_members = 0\n[[room]]\npath = \"/chat\"\n");
     let mut members: Vec<Ws> = (0..4).map(|_| d.connect("/chat", &[])).collect();
-    barrier(&mut members, true);
     d.signal(libc::SIGTERM);
     for m in &mut members {
         assert_eq!(read_close(m), (1001, "server shutting down".to_string()));

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Daemon, Ws, barrier, recv_text, send_text};
+use common::{Daemon, Ws, recv_text, send_text};
 
 const CONFIG: &str = r#"
 [[room]]
@@ -15,16 +15,14 @@ echo = false
 path = "/loud"
 "#;
 
-fn members(d: &Daemon, path: &str, echo: bool) -> Vec<Ws> {
-    let mut m: Vec<Ws> = (0..3).map(|_| d.connect(path, &[])).collect();
-    barrier(&mut m, echo);
-    m
+fn members(d: &Daemon, path: &str) -> Vec<Ws> {
+    (0..3).map(|_| d.connect(path, &[])).collect()
 }
 
 #[test]
 fn echo_off_sender_does_not_get_its_own_message() {
     let d = Daemon::start(CONFIG);
-    let mut m = members(&d, "/quiet", false);
+    let mut m = members(&d, "/quiet");
     send_text(&mut m[0], "mine");
     assert_eq!(recv_text(&mut m[1]), "mine");
     assert_eq!(recv_text(&mut m[2]), "mine");
@@ -40,7 +38,7 @@ fn echo_off_sender_does_not_get_its_own_message() {
 #[test]
 fn echo_on_sender_gets_its_own_message() {
     let d = Daemon::start(CONFIG);
-    let mut m = members(&d, "/loud", true);
+    let mut m = members(&d, "/loud");
     send_text(&mut m[0], "mine");
     for ws in m.iter_mut() {
         assert_eq!(recv_text(ws), "mine");

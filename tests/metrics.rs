@@ -3,21 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{Daemon, Ws, barrier, header, read_close, recv_text, send_text, status};
-
-fn wait_for(d: &Daemon, sample: &str, want: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = d.metric(sample);
-        if let Some(v) = v.filter(|&v| want(v)) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{sample} stuck at {v:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::{Daemon, Ws, header, read_close, recv_text, send_text, status};
 
 #[test]
 fn exposition_is_prometheus_text_with_help_and_type() {
@@ -63,12 +49,11 @@ fn values_move_as_traffic_flows() {
     );
     assert_eq!(d.metric("wsrelay_connections_open"), Some(0.0));
     let mut m: Vec<Ws> = (0..3).map(|_| d.connect("/chat", &[])).collect();
-    barrier(&mut m, true);
     assert_eq!(d.metric("wsrelay_connections_open"), Some(3.0));
     assert_eq!(d.metric("wsrelay_connections_accepted_total"), Some(3.0));
     assert_eq!(d.metric("wsrelay_rooms_open"), Some(1.0));
-    let before = wait_for(&d, "wsrelay_messages_received_total", |v| v > 0.0);
-    let delivered = d.metric("wsrelay_frames_delivered_total").unwrap();
+    assert_eq!(d.metric("wsrelay_messages_received_total"), Some(0.0));
+    assert_eq!(d.metric("wsrelay_frames_delivered_total"), Some(0.0));
 
     for i in 0..10 {
         send_text(&mut m[0], &format!("m{i}"));
@@ -78,23 +63,18 @@ fn values_move_as_traffic_flows() {
             assert_eq!(recv_text(member), format!("m{i}"));
         }
     }
-    wait_for(&d, "wsrelay_messages_received_total", |v| {
-        v >= before + 10.0
-    });
-    wait_for(&d, "wsrelay_frames_delivered_total", |v| {
-        v >= delivered + 30.0
-    });
+    d.wait_metric("wsrelay_messages_received_total", |v| v == 10.0);
+    d.wait_metric("wsrelay_frames_delivered_total", |v| v == 30.0);
     assert!(d.metric("wsrelay_sent_bytes_total").unwrap() > 0.0);
     assert!(d.metric("wsrelay_received_bytes_total").unwrap() > 0.0);
 
     send_text(&mut m[2], &"x".repeat(2000));
     assert_eq!(read_close(&mut m[2]).0, 1009);
-    wait_for(
-        &d,
+    d.wait_metric(
         "wsrelay_connections_closed_total{reason=\"too_big\"}",
         |v| v == 1.0,
     );
-    wait_for(&d, "wsrelay_connections_open", |v| v == 2.0);
+    d.wait_metric("wsrelay_connections_open", |v| v == 2.0);
 
     let head = d.raw_request(common::upgrade_request("/nowhere", "").as_bytes());
     assert_eq!(status(&head), 404);

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use common::{Daemon, Ws, barrier, recv_text, send_text};
+use common::{Daemon, Ws, recv_text, send_text};
 
 const PUBLISHERS: usize = 4;
 const SUBSCRIBERS: usize = 3;
@@ -35,10 +35,9 @@ fn take(ws: &mut Ws, n: usize) -> Vec<String> {
 fn every_member_sees_one_order() {
     let d = Daemon::start(CONFIG);
     // Publishers first, so consecutive connections (and so both workers) carry publishers.
-    let mut members: Vec<Ws> = (0..PUBLISHERS + SUBSCRIBERS)
+    let members: Vec<Ws> = (0..PUBLISHERS + SUBSCRIBERS)
         .map(|_| d.connect("/rooms/ordered", &[]))
         .collect();
-    barrier(&mut members, true);
 
     let total = PUBLISHERS * PER_PUBLISHER;
     let rounds = Arc::new(Barrier::new(PUBLISHERS));
@@ -98,8 +97,7 @@ fn rooms_on_different_owners_each_keep_one_order() {
     let names = ["/rooms/r1", "/rooms/r2", "/rooms/r3"];
     let mut threads = Vec::new();
     for name in names {
-        let mut members: Vec<Ws> = (0..3).map(|_| d.connect(name, &[])).collect();
-        barrier(&mut members, true);
+        let members: Vec<Ws> = (0..3).map(|_| d.connect(name, &[])).collect();
         threads.push(thread::spawn(move || {
             let mut handles = Vec::new();
             for (i, mut ws) in members.into_iter().enumerate() {

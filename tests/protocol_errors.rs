@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use common::frames::{
     FIN, OP_BINARY, OP_CONT, OP_PING, OP_TEXT, RSV1, client_frame, expect_close_raw, read_frame,
 };
-use common::{Daemon, Ws, barrier};
+use common::{Daemon, Ws};
 
 const CONFIG: &str = r#"
 [server]
@@ -33,8 +33,7 @@ fn close_code_after(d: &Daemon, path: &str, bytes: &[u8]) -> u16 {
 
 /// A lone member of `path`, known to be active; its socket is used raw afterwards.
 fn lone(d: &Daemon, path: &str) -> Ws {
-    let mut ws = [d.raw_ws(path)];
-    barrier(&mut ws, true);
+    let ws = [d.raw_ws(path)];
     let [ws] = ws;
     ws
 }

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Ws, barrier, recv};
+use common::{Daemon, Ws, recv};
 use tungstenite::Message;
 
 /// 32 MiB in all: far more than the kernel buffers between the server and the slow reader can
@@ -50,7 +50,6 @@ fn number(m: &Message) -> usize {
 fn slow_reader_is_cut_with_1008_and_fast_reader_gets_everything() {
     let d = Daemon::start(CONFIG);
     let mut m: Vec<Ws> = (0..3).map(|_| d.connect("/feed", &[])).collect();
-    barrier(&mut m, false);
     let mut slow = m.pop().unwrap();
     let mut fast = m.pop().unwrap();
     let mut publisher = m.pop().unwrap();

@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 
 use common::frames::{FIN, OP_CONT, OP_TEXT, client_frame};
-use common::{Daemon, Ws, barrier, recv};
+use common::{Daemon, Ws, recv};
 use tungstenite::Message;
 
 const CONFIG: &str = r#"
@@ -14,10 +14,8 @@ const CONFIG: &str = r#"
 path = "/mixed"
 "#;
 
-fn pair(d: &Daemon) -> Vec<Ws> {
-    let mut m = vec![d.connect("/mixed", &[]), d.connect("/mixed", &[])];
-    barrier(&mut m, true);
-    m
+fn pair(d: &Daemon) -> [Ws; 2] {
+    [d.connect("/mixed", &[]), d.connect("/mixed", &[])]
 }
 
 #[test]

@@ -318,6 +318,16 @@ impl<F: Clone, M: Copy + PartialEq> Hub<F, M> {
         self.owned.len()
     }
 
+    /// Whether a message published here to `room` now would be handed to another thread: false
+    /// only when this worker owns the room and is the only one with members.
+    pub fn crosses_threads(&self, room: RoomId) -> bool {
+        room.owner(self.workers) != self.me
+            || self
+                .owned
+                .get(&room)
+                .is_some_and(|o| o.workers.iter().any(|&w| w != self.me))
+    }
+
     /// The epoch and last sequence number of a room this worker owns.
     pub fn owned_state(&self, room: RoomId) -> Option<(Epoch, u64)> {
         self.owned.get(&room).map(|o| (o.epoch, o.next_seq - 1))

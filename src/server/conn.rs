@@ -48,7 +48,7 @@ pub struct Timers {
 pub struct Conn {
     pub id: MemberId,
     /// The 101 response, until the room's owner has admitted the member.
-    response: Option<Vec<u8>>,
+    response: Option<Box<[u8]>>,
     /// Its messages' bytes in flight between threads, once it has published.
     flow: Option<Arc<ConnFlow>>,
     pub stream: TcpStream,
@@ -60,6 +60,8 @@ pub struct Conn {
     pub member: Option<MemberKey>,
     /// Already on the worker's list of connections to write this pass.
     pub dirty: bool,
+    /// Bytes of frames queued since its last write (the pass's share, see the worker).
+    pub pass_bytes: u32,
     pub out: Outbox,
     pub session: Session,
     /// Admitted with a valid token: a reload that puts the room behind auth keeps it.
@@ -96,7 +98,7 @@ impl Conn {
         );
         Conn {
             id,
-            response: Some(response),
+            response: Some(response.into_boxed_slice()),
             flow: None,
             stream,
             peer,
@@ -105,6 +107,7 @@ impl Conn {
             path,
             member: None,
             dirty: false,
+            pass_bytes: 0,
             out: Outbox::default(),
             session,
             authenticated: settings.authenticated,
@@ -127,8 +130,11 @@ impl Conn {
 
     /// The room's owner admitted the member: the 101 goes out first, ahead of any frame.
     pub fn admitted(&mut self) {
+        if !self.session.is_open() {
+            return; // Closing already: `flush` puts the 101 ahead of the close frame.
+        }
         if let Some(r) = self.response.take() {
-            self.out.push_owned(r);
+            self.out.push_owned(r.into_vec());
         }
     }
 
@@ -160,7 +166,8 @@ impl Conn {
             if self.eof || self.failed {
                 return Readable::Drained;
             }
-            match self.stream.read(scratch) {
+            let want = scratch.len().min((*budget).max(1));
+            match self.stream.read(&mut scratch[..want]) {
                 Ok(0) => {
                     self.eof = true;
                     self.session.note_end(CloseReason::Normal);
@@ -175,7 +182,7 @@ impl Conn {
                     // WouldBlock is skipped. Unless the event already said the peer hung up:
                     // that FIN is queued and no new edge will come for it. Halves the reads
                     // of a connection that sends a message at a time.
-                    if n < scratch.len() && !hangup {
+                    if n < want && !hangup {
                         return Readable::Drained;
                     }
                     if *budget == 0 {
@@ -238,6 +245,7 @@ impl Conn {
             return false;
         }
         self.out.push_shared(frame);
+        self.pass_bytes = self.pass_bytes.saturating_add(frame.len() as u32);
         true
     }
 
@@ -292,6 +300,7 @@ impl Conn {
     /// Write what is queued (small frames gathered through `scratch`). Once lingering and
     /// empty, shut our side so the peer sees EOF.
     pub fn flush(&mut self, scratch: &mut [u8]) -> usize {
+        self.pass_bytes = 0;
         if self.failed {
             return 0;
         }
@@ -302,7 +311,7 @@ impl Conn {
                 return 0;
             }
             // It ended before its admission: the client gets its handshake, then the close.
-            self.out.push_front_owned(response);
+            self.out.push_front_owned(response.into_vec());
         }
         let written = match self.out.write_to(&mut self.stream, scratch) {
             Ok(n) => n,

@@ -39,15 +39,22 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// every room that thread owns while looking healthy.
 pub const EXIT_THREAD_DIED: i32 = 70;
 
-/// Make any panic, on any thread, end the process at once with [`EXIT_THREAD_DIED`] after the
-/// usual panic message.
+/// Make any panic, on any thread, end the process at once with [`EXIT_THREAD_DIED`]. The report
+/// goes through the logger, as one error line (so under journald it carries `<3>`).
 fn exit_on_panic() {
-    let report = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        report(info);
+    std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let location = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
         log::error!(
-            "thread {} died; exiting with status {EXIT_THREAD_DIED}",
+            "thread {} panicked{location}: {message}; exiting with status {EXIT_THREAD_DIED}",
             thread.name().unwrap_or("?")
         );
         std::process::exit(EXIT_THREAD_DIED);

@@ -52,7 +52,7 @@ pub struct Outbox {
     head_written: usize,
     /// The answer to the latest ping, not yet queued: a newer ping's pong replaces it, so a ping
     /// flood holds one pong at most (RFC 6455 §5.5.3 allows answering only the latest).
-    pong: Option<Vec<u8>>,
+    pong: Option<Box<[u8]>>,
     /// Bytes held, with [`CHUNK_OVERHEAD`] per queued chunk.
     queued: usize,
 }
@@ -88,7 +88,7 @@ impl Outbox {
             self.queued -= old.len();
         }
         self.queued += pong.len();
-        self.pong = Some(pong);
+        self.pong = Some(pong.into_boxed_slice());
     }
 
     /// Drop every frame that has not started to go out (a frame half written must be finished,
@@ -124,7 +124,7 @@ impl Outbox {
                 && let Some(pong) = self.pong.take()
             {
                 self.queued += CHUNK_OVERHEAD;
-                self.chunks.push_front(Chunk::Owned(pong));
+                self.chunks.push_front(Chunk::Owned(pong.into_vec()));
             }
             if self.chunks.is_empty() {
                 break;

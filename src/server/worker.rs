@@ -1,8 +1,9 @@
 //! A worker thread: one mio `Poll`, its connections in a slab, its share of the rooms (a [`Hub`]).
 //!
-//! Each loop pass takes in a bounded amount, then writes: it reads connections up to the pass's
-//! read budget (a connection cut short is read again next pass), carries out what other threads
-//! sent up to the pass's inbox budget (the rest waits, in order, for the next pass), then sends
+//! Each loop pass takes in a bounded amount, then writes: it reads connections (a connection cut
+//! short is read again next pass) and carries out what other threads sent (the rest waits, in
+//! order, for the next pass) until it has taken in [`PASS_INTAKE`] or until any recipient has been
+//! given a quarter of `send_queue_limit` since its last write, then sends
 //! the batched envelopes to other workers, writes every connection that got frames (one gathered
 //! write each), closes those still over `send_queue_limit` after that write (too slow), drops
 //! finished connections and reports their tickets to the acceptor. So no backlog is ever
@@ -53,10 +54,18 @@ const EVENTS_PER_PASS: usize = 16 * 1024;
 /// connection's (small) tungstenite buffer.
 const SCRATCH_SIZE: usize = 64 * 1024;
 
-/// What one pass may take in, as a fraction of `send_queue_limit`: this much from reads, as
-/// much again from other workers' envelopes. A recipient's queue then grows by at most half its
-/// limit between two writes, so one that keeps up is never over the limit after a write.
-const PASS_BUDGET_DIVISOR: usize = 4;
+/// What one recipient may be given between two writes, as a fraction of `send_queue_limit`:
+/// once a delivery takes any recipient past it, the pass stops reading and taking envelopes, and
+/// writes. (A read call reads at most this much too, so the last one adds at most this plus one
+/// message.) A recipient's queue thus grows by about half its limit at most between two writes,
+/// and one that keeps up is never over the limit after a write.
+const SHARE_DIVISOR: usize = 4;
+
+/// Bytes one pass reads, and bytes of messages it takes from other workers, at most: a pass ends
+/// with one gathered write per connection that got frames, so the more it takes in the more
+/// frames each write carries (1,000 rooms of 10: many small messages per pass), but a pass stays
+/// short enough for timers and fairness.
+const PASS_INTAKE: usize = 1 << 20;
 
 /// What a worker needs to start.
 pub struct WorkerSetup {
@@ -116,6 +125,8 @@ struct Worker {
     fault: Option<Fault>,
     /// The error the next poll returns instead of polling (test fault).
     fault_poll: Option<io::Error>,
+    /// A recipient got its share this pass: take in nothing more until the writes.
+    full: bool,
 }
 
 /// Run a worker until it is told to shut down and its connections are gone. An error means it
@@ -148,6 +159,7 @@ pub fn run(setup: WorkerSetup) -> io::Result<()> {
         stopping: None,
         fault: faults::from_env(),
         fault_poll: None,
+        full: false,
     };
     w.run()
 }
@@ -166,6 +178,8 @@ macro_rules! fanout {
             dirty: &mut $w.dirty,
             outgoing: &mut $w.outgoing,
             tally: &mut $w.tally,
+            share: ($w.limit / SHARE_DIVISOR).max(1),
+            full: &mut $w.full,
         }
     };
 }
@@ -245,8 +259,8 @@ impl Worker {
 
     /// Carry out the backlog until the pass's share of message bytes is used.
     fn inbox_pass(&mut self, now: Instant) {
-        let mut budget = (self.limit / PASS_BUDGET_DIVISOR).max(1);
-        while budget > 0 {
+        let mut budget = PASS_INTAKE;
+        while budget > 0 && !self.full {
             let Some(front) = self.backlog.front_mut() else {
                 break;
             };
@@ -303,12 +317,12 @@ impl Worker {
         }
     }
 
-    /// Read the connections due this pass until the read budget is used; the rest wait for the
-    /// next pass, in order.
+    /// Read the connections due this pass until the pass has read [`PASS_INTAKE`] or a recipient
+    /// has its share; the rest wait for the next pass, in order.
     fn read_pass(&mut self, now: Instant) {
-        let mut budget = (self.limit / PASS_BUDGET_DIVISOR).max(1);
+        let mut budget = PASS_INTAKE;
         let mut left = self.to_read.len();
-        while budget > 0 && left > 0 {
+        while budget > 0 && left > 0 && !self.full {
             left -= 1;
             let Some((key, hangup)) = self.to_read.pop_front() else {
                 break;
@@ -325,7 +339,11 @@ impl Worker {
                 }
                 continue;
             }
-            if self.read(key, now, hangup, &mut budget) == Readable::More {
+            let mut call = budget.min(self.share());
+            let before = call;
+            let more = self.read(key, now, hangup, &mut call) == Readable::More;
+            budget -= before - call;
+            if more {
                 self.to_read.push_back((key, true));
             }
         }
@@ -343,6 +361,11 @@ impl Worker {
             self.flow.wait();
             self.requeue_ready();
         }
+    }
+
+    /// What one recipient may be given between two writes.
+    fn share(&self) -> usize {
+        (self.limit / SHARE_DIVISOR).max(1)
     }
 
     /// Move the paused connections whose credit is back to the read queue, in the order they
@@ -498,7 +521,12 @@ impl Worker {
             }
             let c = &mut self.conns[key];
             let (room, id) = (c.room, c.id);
-            let credit = Some(c.credit(&self.flow, bytes.len()));
+            // A message that never leaves this thread needs no credit: it is taken (copied into
+            // its recipients' queues) before this call returns.
+            let credit = self
+                .hub
+                .crosses_threads(room)
+                .then(|| c.credit(&self.flow, bytes.len()));
             let frame = Arc::new(Frame { bytes, credit });
             self.hub.publish(room, id, frame, &mut fanout!(self));
         }
@@ -565,6 +593,7 @@ impl Worker {
     }
 
     fn end_pass(&mut self, now: Instant) {
+        self.full = false;
         // Reaping may send Leave envelopes, so writes come before the batches go out.
         while let Some(key) = self.dirty.pop() {
             let Some(c) = self.conns.get_mut(key) else {

@@ -16,6 +16,10 @@ pub(super) struct Fanout<'a> {
     pub dirty: &'a mut Vec<usize>,
     pub outgoing: &'a mut [Vec<HubEnvelope>],
     pub tally: &'a mut Tally,
+    /// Bytes one recipient may be given between two writes; past it, `full` is set and the
+    /// pass stops taking in.
+    pub share: usize,
+    pub full: &'a mut bool,
 }
 
 /// The connection a member id names, if it is still the same connection.
@@ -56,6 +60,9 @@ impl Sink<SharedFrame, MemberId> for Fanout<'_> {
             let frame = local.get_or_insert_with(|| Rc::from(&frame.bytes[..]));
             if c.deliver(frame) {
                 self.tally.frames_out += 1;
+                if c.pass_bytes as usize > self.share {
+                    *self.full = true;
+                }
                 if !c.dirty {
                     c.dirty = true;
                     self.dirty.push(id.key as usize);
