@@ -6,9 +6,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread;
 use std::time::Duration;
 
 use common::Daemon;
@@ -41,23 +38,8 @@ fn a_ping_flood_from_a_client_that_never_reads_costs_no_memory() {
     let mut flooder = d.raw_upgrade("/room", "");
     let mut speaker = d.connect("/room", &[]);
     let mut listener = d.connect("/room", &[]);
-    let before = d.rss_kib();
-
-    // Watch the daemon's memory while the flood goes in.
-    let pid = d.pid();
-    let done = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicU64::new(before));
-    let watcher = {
-        let (done, peak) = (Arc::clone(&done), Arc::clone(&peak));
-        thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                if let Some(kib) = rss_of(pid) {
-                    peak.fetch_max(kib, Ordering::Relaxed);
-                }
-                thread::sleep(Duration::from_millis(20)); // sampling, not synchronisation
-            }
-        })
-    };
+    let watch = d.watch_rss();
+    let before = watch.start;
     let chunk: Vec<u8> = ping().repeat((1 << 20) / 131);
     let mut sent = 0;
     while sent < FLOOD {
@@ -71,9 +53,7 @@ fn a_ping_flood_from_a_client_that_never_reads_costs_no_memory() {
     text.extend_from_slice(b"after the flood");
     flooder.write_all(&text).unwrap();
     assert_eq!(common::recv_text(&mut listener), "after the flood");
-    done.store(true, Ordering::Relaxed);
-    watcher.join().unwrap();
-    let peak = peak.load(Ordering::Relaxed);
+    let peak = watch.peak();
     eprintln!("ping flood: RSS {before} KiB before, {peak} KiB at peak");
     assert!(
         peak - before < 4 * 1024,
@@ -117,16 +97,4 @@ fn a_ping_flood_from_a_client_that_never_reads_costs_no_memory() {
     );
     d.wait_metric("wsrelay_slow_consumer_disconnects_total", |v| v == 1.0);
     assert!(d.rss_kib() < before + 4 * 1024, "memory did not come back");
-}
-
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()
 }

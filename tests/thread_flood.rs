@@ -190,7 +190,8 @@ fn eight_publishers_flooding_1000_readers_on_another_worker_stay_within_the_memo
             drop(s);
         }
     }
-    let before = d.rss_kib();
+    let watch = d.watch_rss();
+    let before = watch.start;
     let stop = Arc::new(AtomicBool::new(false));
     let want: Arc<[AtomicU64]> = (0..PUBLISHERS).map(|_| AtomicU64::new(0)).collect();
     // The first DEDICATED readers have a thread each, and so keep up whatever else the machine
@@ -208,21 +209,6 @@ fn eight_publishers_flooding_1000_readers_on_another_worker_stay_within_the_memo
             thread::spawn(move || read_loop(rs, stop, want))
         })
         .collect();
-    // Watch the daemon's memory.
-    let pid = d.pid();
-    let peak = Arc::new(AtomicU64::new(before));
-    let watching = Arc::new(AtomicBool::new(true));
-    let watcher = {
-        let (peak, watching) = (Arc::clone(&peak), Arc::clone(&watching));
-        thread::spawn(move || {
-            while watching.load(Ordering::Relaxed) {
-                if let Some(kib) = rss_of(pid) {
-                    peak.fetch_max(kib, Ordering::Relaxed);
-                }
-                thread::sleep(Duration::from_millis(20)); // sampling, not synchronisation
-            }
-        })
-    };
     let until = Instant::now() + FLOOD_FOR;
     let senders: Vec<_> = publishers
         .into_iter()
@@ -253,8 +239,7 @@ fn eight_publishers_flooding_1000_readers_on_another_worker_stay_within_the_memo
     }
     stop.store(true, Ordering::Release);
     let readers: Vec<Reader> = pools.into_iter().flat_map(|t| t.join().unwrap()).collect();
-    watching.store(false, Ordering::Relaxed);
-    watcher.join().unwrap();
+    let peak = watch.peak();
 
     let total: u64 = sent.iter().map(|&k| u64::from(k)).sum();
     let cut = readers.iter().filter(|r| r.closed.is_some()).count();
@@ -264,7 +249,6 @@ fn eight_publishers_flooding_1000_readers_on_another_worker_stay_within_the_memo
             None => assert!(r.next.iter().zip(&sent).all(|(n, s)| n == s)),
         }
     }
-    let peak = peak.load(Ordering::Relaxed);
     let bound = bound_kib();
     eprintln!(
         "thread flood: {total} messages ({} MiB) from {PUBLISHERS} publishers to {READERS} \
@@ -297,16 +281,4 @@ fn eight_publishers_flooding_1000_readers_on_another_worker_stay_within_the_memo
             );
         }
     }
-}
-
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()
 }

@@ -11,7 +11,8 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -202,14 +203,32 @@ impl Daemon {
 
     /// The daemon's resident memory (`VmRSS` in `/proc/PID/status`), in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let path = format!("/proc/{}/status", self.child.id());
-        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().strip_suffix("kB"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no VmRSS in {path}"))
+        rss_of(self.child.id()).unwrap_or_else(|| panic!("no VmRSS for pid {}", self.child.id()))
+    }
+
+    /// Sample the daemon's resident memory every 20 ms until the returned watch is finished.
+    pub fn watch_rss(&self) -> RssWatch {
+        let pid = self.child.id();
+        let start = self.rss_kib();
+        let peak = Arc::new(AtomicU64::new(start));
+        let done = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (peak, done) = (Arc::clone(&peak), Arc::clone(&done));
+            thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    if let Some(kib) = rss_of(pid) {
+                        peak.fetch_max(kib, Ordering::Relaxed);
+                    }
+                    thread::sleep(Duration::from_millis(20)); // sampling, not synchronisation
+                }
+            })
+        };
+        RssWatch {
+            start,
+            peak,
+            done,
+            sampler,
+        }
     }
 
     /// Kill the daemon now and return what it wrote to stderr (its log). Fails the test if a
@@ -394,6 +413,37 @@ impl Drop for Daemon {
             panic!("a wsrelay thread panicked\n--- stderr ---\n{stderr}");
         }
     }
+}
+
+/// A running sample of a daemon's memory ([`Daemon::watch_rss`]).
+pub struct RssWatch {
+    /// `VmRSS` in KiB when the watch began.
+    pub start: u64,
+    peak: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+    sampler: JoinHandle<()>,
+}
+
+impl RssWatch {
+    /// Stop sampling; the highest `VmRSS` seen, in KiB.
+    pub fn peak(self) -> u64 {
+        self.done.store(true, Ordering::Relaxed);
+        self.sampler.join().expect("the memory sampler");
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// `VmRSS` of process `pid` in KiB, if it is still there.
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Keep reading `pipe` so the child never blocks on a full pipe; return what was read (capped).
