@@ -154,7 +154,7 @@ check_panic() {
     wait_for 10 "the panicked run's end" sh -c \
         "nsenter -t $CONTAINER_PID -a tail -n1 /run/wsrelay-test-exits | grep -qx 'exit-code exited 70'"
     local line
-    line=$(journal wsrelay -p err | grep "died; exiting with status 70" | head -1)
+    line=$(journal wsrelay -p err | grep "panicked at .*; exiting with status 70" | head -1)
     [ -n "$line" ] || die "no error-level line about the dead thread"
     ok "a worker panics: the daemon exits with status 70 at once, Result=exit-code; <3> '${line#3	}'"
     wait_for 10 "a restarted wsrelay" sh -c \
