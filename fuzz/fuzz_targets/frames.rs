@@ -59,13 +59,13 @@ fuzz_target!(|data: &[u8]| {
     let mut session = Session::new(MAX_MESSAGE, rate, may_publish, early, start);
 
     let mut out = Vec::new();
-    let mut pong: Option<Vec<u8>> = None;
+    let mut pongs: Vec<Vec<u8>> = Vec::new();
     let mut published = 0u64;
     let mut now = start;
     // The early bytes are processed with an empty feed first, as the worker does.
     for chunk in std::iter::once(&[][..]).chain(chunks) {
         let over = !session.is_open();
-        session.feed(chunk, now, CLOSE_TIMEOUT, &mut out, &mut pong, &mut |op, payload| {
+        session.feed(chunk, now, CLOSE_TIMEOUT, &mut out, &mut pongs, &mut |op, payload| {
             assert!(!over, "published after the WebSocket was over");
             assert!(may_publish, "a subscribe-only client published");
             assert!(
@@ -89,8 +89,9 @@ fuzz_target!(|data: &[u8]| {
                 "{published} messages past a rate of {rate}/s"
             );
         }
-        if let Some(p) = &pong {
-            // One pong at most is held, and it is a whole pong frame of at most 125 bytes.
+        // Pongs are bounded, each a whole pong frame of at most 125 bytes of payload.
+        assert!(pongs.iter().map(Vec::len).sum::<usize>() <= 1024);
+        for p in pongs.drain(..) {
             assert!(p.len() <= 127 && p[0] == 0x8A && usize::from(p[1]) == p.len() - 2);
         }
         if !session.is_open() {
@@ -109,7 +110,7 @@ fuzz_target!(|data: &[u8]| {
             &mut out,
         );
         assert!(!session.is_open());
-        session.feed(stream, now, CLOSE_TIMEOUT, &mut out, &mut pong, &mut |_, _| {
+        session.feed(stream, now, CLOSE_TIMEOUT, &mut out, &mut pongs, &mut |_, _| {
             panic!("published while closing")
         });
     }

@@ -219,17 +219,17 @@ impl Conn {
         timers: &Timers,
         publish: &mut impl FnMut(Opcode, &[u8]),
     ) {
-        let (mut control, mut pong) = (Vec::new(), None);
+        let (mut control, mut pongs) = (Vec::new(), Vec::new());
         self.session.feed(
             input,
             now,
             timers.close_timeout,
             &mut control,
-            &mut pong,
+            &mut pongs,
             publish,
         );
-        if let Some(p) = pong {
-            self.out.set_pong(p);
+        for p in pongs {
+            self.out.push_pong(p);
         }
         self.out.push_owned(control);
     }

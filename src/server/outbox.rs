@@ -1,6 +1,6 @@
 //! One connection's send queue: frames waiting for the socket, counted in bytes, written with
 //! gathered writes. Knows nothing of WebSocket beyond "a frame is a run of bytes that must go out
-//! whole and in order", and that a pong may overtake the queue at a frame boundary.
+//! whole and in order", and that pongs past a small budget may be coalesced.
 //!
 //! The queue never refuses a frame: whether a connection is too slow is decided by its worker
 //! after it has tried to write (a reader that keeps up must never be cut for a burst that arrived
@@ -26,20 +26,28 @@ const COPY_MAX: usize = 1024;
 /// What a queued frame costs besides its bytes: its slot in the queue.
 pub const CHUNK_OVERHEAD: usize = std::mem::size_of::<Chunk>();
 
+/// Bytes of pongs queued and not yet sent before newer ones are coalesced: every ping gets its
+/// pong while they go out (Autobahn 2.10 checks that ten pings in one write get ten pongs), but a
+/// client that pings and does not read holds this much plus the one latest pong at most
+/// (RFC 6455 §5.5.3 allows answering only the most recent ping). Eight pongs of 125 bytes.
+pub const PONG_BUDGET: usize = 1024;
+
 /// A frame waiting to go out.
 #[derive(Debug)]
 pub enum Chunk {
     /// A fan-out frame: the same bytes for every recipient on this worker.
     Shared(Rc<[u8]>),
-    /// Bytes for this connection alone: the 101 response, pongs, pings, close frames.
+    /// Bytes for this connection alone: the 101 response, pings, close frames.
     Owned(Vec<u8>),
+    /// A pong (counted against [`PONG_BUDGET`] until it is written).
+    Pong(Vec<u8>),
 }
 
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Shared(b) => b,
-            Chunk::Owned(b) => b,
+            Chunk::Owned(b) | Chunk::Pong(b) => b,
         }
     }
 }
@@ -50,8 +58,10 @@ pub struct Outbox {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     head_written: usize,
-    /// The answer to the latest ping, not yet queued: a newer ping's pong replaces it, so a ping
-    /// flood holds one pong at most (RFC 6455 §5.5.3 allows answering only the latest).
+    /// Bytes of the pongs in `chunks`.
+    pongs_queued: usize,
+    /// The latest pong while the queued ones are over [`PONG_BUDGET`]: a newer one replaces it;
+    /// it joins the queue once those have gone out.
     pong: Option<Box<[u8]>>,
     /// Bytes held, with [`CHUNK_OVERHEAD`] per queued chunk.
     queued: usize,
@@ -81,9 +91,15 @@ impl Outbox {
         self.chunks.push_front(Chunk::Owned(bytes));
     }
 
-    /// Hold a pong, replacing one that has not gone out yet. It is sent at the next frame
-    /// boundary, ahead of the queue.
-    pub fn set_pong(&mut self, pong: Vec<u8>) {
+    /// Queue a pong, or hold it in place of the last one if [`PONG_BUDGET`] bytes of pongs are
+    /// waiting already.
+    pub fn push_pong(&mut self, pong: Vec<u8>) {
+        if self.pong.is_none() && self.pongs_queued + pong.len() <= PONG_BUDGET {
+            self.pongs_queued += pong.len();
+            self.queued += pong.len() + CHUNK_OVERHEAD;
+            self.chunks.push_back(Chunk::Pong(pong));
+            return;
+        }
         if let Some(old) = self.pong.take() {
             self.queued -= old.len();
         }
@@ -97,7 +113,7 @@ impl Outbox {
         let keep = usize::from(self.head_written > 0);
         while self.chunks.len() > keep {
             if let Some(c) = self.chunks.pop_back() {
-                self.queued -= c.bytes().len() + CHUNK_OVERHEAD;
+                self.forget(&c);
             }
         }
         if let Some(p) = self.pong.take() {
@@ -120,11 +136,11 @@ impl Outbox {
     pub fn write_to(&mut self, w: &mut impl Write, scratch: &mut [u8]) -> io::Result<usize> {
         let mut total = 0;
         loop {
-            if self.head_written == 0
+            if self.pongs_queued == 0
                 && let Some(pong) = self.pong.take()
             {
-                self.queued += CHUNK_OVERHEAD;
-                self.chunks.push_front(Chunk::Owned(pong.into_vec()));
+                self.queued -= pong.len();
+                self.push_pong(pong.into_vec());
             }
             if self.chunks.is_empty() {
                 break;
@@ -184,6 +200,14 @@ impl Outbox {
         Ok(total)
     }
 
+    /// Take a chunk that leaves unwritten out of the counts.
+    fn forget(&mut self, c: &Chunk) {
+        self.queued -= c.bytes().len() + CHUNK_OVERHEAD;
+        if let Chunk::Pong(p) = c {
+            self.pongs_queued -= p.len();
+        }
+    }
+
     fn advance(&mut self, mut n: usize) {
         self.queued -= n;
         while n > 0 {
@@ -191,7 +215,9 @@ impl Outbox {
             if n >= left {
                 n -= left;
                 self.head_written = 0;
-                self.chunks.pop_front();
+                if let Some(Chunk::Pong(p)) = self.chunks.pop_front() {
+                    self.pongs_queued -= p.len();
+                }
                 self.queued -= CHUNK_OVERHEAD;
             } else {
                 self.head_written += n;
@@ -302,7 +328,7 @@ mod tests {
             budget: 4,
         };
         o.write_to(&mut w, &mut [0; 4096]).unwrap();
-        o.set_pong(vec![7]);
+        o.push_pong(vec![7]);
         o.drop_unstarted();
         o.push_owned(vec![9, 9]);
         w.budget = 100;
@@ -312,38 +338,42 @@ mod tests {
     }
 
     #[test]
-    fn one_pong_waits_and_overtakes_the_queue_at_a_frame_boundary() {
+    fn pongs_go_out_in_order_and_past_the_budget_only_the_latest_waits() {
         let mut o = Outbox::default();
         let f: Rc<[u8]> = Rc::from(&[1u8; 10][..]);
         o.push_shared(&f);
-        o.push_shared(&f);
-        let mut w = Trickle {
-            got: vec![],
-            cap: 4,
-            budget: 4,
-        };
-        o.write_to(&mut w, &mut [0; 4096]).unwrap(); // the first frame is started
+        // A thousand pongs of 100 bytes while nothing is written: those that fit in the budget
+        // wait in order, the rest are coalesced into the latest.
         for p in 0..1000u32 {
-            o.set_pong(p.to_be_bytes().to_vec());
+            let mut pong = vec![0u8; 100];
+            pong[..4].copy_from_slice(&p.to_be_bytes());
+            o.push_pong(pong);
         }
+        let queued_pongs = PONG_BUDGET / 100;
         assert_eq!(
             o.queued(),
-            16 + 2 * CHUNK_OVERHEAD + 4,
-            "one pong held, the latest"
+            10 + (1 + queued_pongs) * CHUNK_OVERHEAD + (queued_pongs + 1) * 100,
+            "the budget's pongs and one latest, however many pings"
         );
-        w.budget = 100;
+        let mut w = Trickle {
+            got: vec![],
+            cap: usize::MAX,
+            budget: usize::MAX,
+        };
         o.write_to(&mut w, &mut [0; 4096]).unwrap();
-        let mut want = vec![1u8; 20];
-        want.extend_from_slice(&999u32.to_be_bytes());
-        assert_eq!(w.got, want, "a started frame is finished first");
         assert_eq!(o.queued(), 0);
-        // At a boundary the pong goes ahead of the queue.
-        o.push_shared(&f);
-        o.set_pong(vec![5]);
-        w.got.clear();
-        o.write_to(&mut w, &mut [0; 4096]).unwrap();
-        let mut want = vec![5u8];
-        want.extend_from_slice(&[1u8; 10]);
-        assert_eq!(w.got, want);
+        let mut want = vec![1u8; 10];
+        for p in (0..queued_pongs as u32).chain([999]) {
+            let mut pong = vec![0u8; 100];
+            pong[..4].copy_from_slice(&p.to_be_bytes());
+            want.extend(pong);
+        }
+        assert_eq!(w.got, want, "in order, the latest last");
+        // A socket that keeps up gets a pong for every ping.
+        for p in 0..50u8 {
+            o.push_pong(vec![p; 100]);
+            o.write_to(&mut w, &mut [0; 4096]).unwrap();
+        }
+        assert_eq!(w.got.len(), want.len() + 50 * 100);
     }
 }

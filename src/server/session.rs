@@ -15,6 +15,7 @@ use tungstenite::error::{CapacityError, Error as WsError};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
+use super::outbox::PONG_BUDGET;
 use super::wire::{self, Opcode};
 use crate::metrics::CloseReason;
 
@@ -40,12 +41,13 @@ pub enum Phase {
 
 /// Reads from bytes the worker already took off the socket; writes into a buffer the connection
 /// moves into its outbox. Never touches the socket: tungstenite cannot block or reorder frames.
-/// A pong (tungstenite answers every ping, one frame per write) goes to `pong` instead, replacing
-/// the previous one: the connection holds one pong at most, however many pings arrive.
+/// Pongs (tungstenite answers every ping, one frame per write) go to `pongs` instead, each one up
+/// to [`PONG_BUDGET`] bytes of them, then the newest replacing the last: a flood of pings in one
+/// read costs that much at most.
 struct Adapter<'a> {
     input: &'a [u8],
     out: &'a mut Vec<u8>,
-    pong: &'a mut Option<Vec<u8>>,
+    pongs: &'a mut Vec<Vec<u8>>,
 }
 
 /// `buf` is exactly one unmasked pong frame (as tungstenite writes them).
@@ -71,7 +73,11 @@ impl Read for Adapter<'_> {
 impl Write for Adapter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if is_pong(buf) {
-            *self.pong = Some(buf.to_vec());
+            let held: usize = self.pongs.iter().map(Vec::len).sum();
+            if held + buf.len() > PONG_BUDGET {
+                self.pongs.pop();
+            }
+            self.pongs.push(buf.to_vec());
         } else {
             self.out.extend_from_slice(buf);
         }
@@ -198,21 +204,21 @@ impl Session {
 
     /// Decode `input` (possibly empty, to process bytes given to [`Session::new`]): every complete
     /// message goes to `publish` while the session is open; what must be sent back (the close
-    /// reply, our close frame on a failure) is appended to `out`, and the answer to the latest
-    /// ping is left in `pong`. Pings count toward the message rate.
+    /// reply, our close frame on a failure) is appended to `out`, and the pongs to `pongs` (see
+    /// [`Adapter`]). Pings count toward the message rate.
     pub fn feed(
         &mut self,
         input: &[u8],
         now: Instant,
         close_timeout: Duration,
         out: &mut Vec<u8>,
-        pong: &mut Option<Vec<u8>>,
+        pongs: &mut Vec<Vec<u8>>,
         publish: &mut impl FnMut(Opcode, &[u8]),
     ) {
         if let Phase::Lingering { .. } | Phase::Closed { .. } = self.phase {
             return; // The WebSocket is over; what arrives now is discarded.
         }
-        let mut a = Adapter { input, out, pong };
+        let mut a = Adapter { input, out, pongs };
         let failure = loop {
             match self.ctx.read(&mut a) {
                 Ok(Message::Text(_) | Message::Binary(_))
@@ -262,7 +268,7 @@ impl Session {
             }
         };
         if let Some((code, text, reason)) = failure {
-            *a.pong = None; // Nothing answers a ping once we fail the connection.
+            a.pongs.clear(); // Nothing answers a ping once we fail the connection.
             if self.phase == Phase::Open {
                 // tungstenite's state is not to be trusted after an error: the close frame is
                 // ours, and nothing more is read as WebSocket.
@@ -295,11 +301,11 @@ impl Session {
         if self.phase != Phase::Open {
             return;
         }
-        let mut pong = None;
+        let mut pongs = Vec::new();
         let mut a = Adapter {
             input: &[],
             out,
-            pong: &mut pong,
+            pongs: &mut pongs,
         };
         let frame = CloseFrame {
             code: code.into(),
@@ -366,16 +372,16 @@ mod tests {
     }
 
     /// Feed `input` split into `chunk`-byte pieces; the messages published and the bytes out,
-    /// the pong last if one is held.
+    /// the pongs after them.
     fn run(s: &mut Session, input: &[u8], chunk: usize) -> (Vec<(Opcode, Vec<u8>)>, Vec<u8>) {
         let now = Instant::now();
-        let (mut got, mut out, mut pong) = (Vec::new(), Vec::new(), None);
+        let (mut got, mut out, mut pongs) = (Vec::new(), Vec::new(), Vec::new());
         for piece in input.chunks(chunk.max(1)) {
-            s.feed(piece, now, TIMEOUT, &mut out, &mut pong, &mut |op, p| {
+            s.feed(piece, now, TIMEOUT, &mut out, &mut pongs, &mut |op, p| {
                 got.push((op, p.to_vec()))
             });
         }
-        out.extend(pong.unwrap_or_default());
+        out.extend(pongs.concat());
         (got, out)
     }
 
@@ -471,7 +477,7 @@ mod tests {
     }
 
     #[test]
-    fn a_ping_flood_leaves_one_pong_and_counts_toward_the_rate() {
+    fn a_ping_flood_leaves_a_budget_of_pongs_and_counts_toward_the_rate() {
         let mut flood = Vec::new();
         for k in 0..10_000u32 {
             flood.extend(client(0x89, &k.to_be_bytes()));
@@ -479,12 +485,20 @@ mod tests {
         let mut s = session();
         let (got, out) = run(&mut s, &flood, 4096);
         assert!(got.is_empty());
-        assert_eq!(
-            out,
-            wire::frame_with_opcode(0xA, &9_999u32.to_be_bytes()),
-            "only the latest"
+        assert!(out.len() <= PONG_BUDGET, "{} bytes of pongs", out.len());
+        assert!(
+            out.ends_with(&wire::frame_with_opcode(0xA, &9_999u32.to_be_bytes())),
+            "the latest last"
         );
         assert!(s.is_open());
+        let ten: Vec<u8> = (0..10u32)
+            .flat_map(|k| client(0x89, &k.to_be_bytes()))
+            .collect();
+        let (_, out) = run(&mut session(), &ten, ten.len());
+        let want: Vec<u8> = (0..10u32)
+            .flat_map(|k| wire::frame_with_opcode(0xA, &k.to_be_bytes()))
+            .collect();
+        assert_eq!(out, want, "ten pings in one read get ten pongs");
 
         let mut s = Session::new(1000, 5, true, Vec::new(), Instant::now());
         let (_, out) = run(&mut s, &flood, 4096);
@@ -502,7 +516,7 @@ mod tests {
             now,
             TIMEOUT,
             &mut Vec::new(),
-            &mut None,
+            &mut Vec::new(),
             &mut |op, p| got.push((op, p.to_vec())),
         );
         assert_eq!(got, [(Opcode::Text, b"early".to_vec())]);
