@@ -66,6 +66,8 @@ pub struct Request {
     /// `X-Forwarded-For` lines joined with commas, in order.
     pub forwarded_for: Option<String>,
     pub authorization: Option<String>,
+    /// Every `Sec-WebSocket-Extensions` line, in order (`deflate::negotiate` reads them).
+    pub extensions: Vec<String>,
     /// A header the handshake needs once came twice, or a header value was not text.
     pub malformed: bool,
 }
@@ -153,6 +155,8 @@ pub fn parse(buf: &[u8], max_len: usize) -> Parsed {
                 }
                 None => r.forwarded_for = Some(value.to_string()),
             }
+        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            r.extensions.push(value.to_string());
         } else if name.eq_ignore_ascii_case("authorization") {
             once(&mut r.authorization, &mut r.malformed);
         }
@@ -231,14 +235,22 @@ pub fn refusal(status: Status, body: &str) -> Vec<u8> {
     }
 }
 
-/// The 101 that completes a WebSocket handshake.
-pub fn switching_protocols(key: &str, protocol: Option<&str>) -> Vec<u8> {
+/// The 101 that completes a WebSocket handshake, with the permessage-deflate parameters we
+/// agreed to if we did.
+pub fn switching_protocols(
+    key: &str,
+    protocol: Option<&str>,
+    deflate: Option<&crate::deflate::Agreed>,
+) -> Vec<u8> {
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut out = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
     );
     if let Some(p) = protocol {
         let _ = write!(out, "Sec-WebSocket-Protocol: {p}\r\n");
+    }
+    if let Some(agreed) = deflate {
+        let _ = write!(out, "Sec-WebSocket-Extensions: {agreed}\r\n");
     }
     out.push_str("\r\n");
     out.into_bytes()
@@ -275,10 +287,26 @@ mod tests {
         assert_eq!(r.protocols, ["chat", "superchat"]);
         let key = r.key.unwrap();
         assert!(is_valid_key(&key));
-        let resp = String::from_utf8(switching_protocols(&key, Some("chat"))).unwrap();
+        let resp = String::from_utf8(switching_protocols(&key, Some("chat"), None)).unwrap();
         assert!(resp.contains("Sec-WebSocket-Accept: HSmrc0sMlYUkAGmm5OPpG2HaGWk=\r\n"));
         assert!(resp.contains("Sec-WebSocket-Protocol: chat\r\n"));
+        assert!(!resp.contains("Extensions"));
         assert!(resp.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn extension_offers_are_collected_and_the_agreement_answered() {
+        let req = b"GET /c HTTP/1.1\r\nSec-WebSocket-Extensions: x-foo\r\nsec-websocket-extensions:  permessage-deflate; client_max_window_bits \r\n\r\n";
+        let (r, _) = complete(req);
+        assert_eq!(
+            r.extensions,
+            ["x-foo", "permessage-deflate; client_max_window_bits"]
+        );
+        let agreed = crate::deflate::negotiate(r.extensions.iter().map(String::as_str)).unwrap();
+        let resp = String::from_utf8(switching_protocols("k", None, Some(&agreed))).unwrap();
+        assert!(resp.contains(
+            "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n\r\n"
+        ));
     }
 
     #[test]

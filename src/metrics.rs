@@ -20,6 +20,8 @@ pub enum CloseReason {
     TooBig,
     /// Invalid UTF-8 in a text message (1007).
     BadUtf8,
+    /// A compressed message that is not valid deflate data (1007).
+    BadDeflate,
     /// Any other protocol violation (1002).
     Protocol,
     /// The server is shutting down (1001).
@@ -33,12 +35,13 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::Normal,
         CloseReason::Idle,
         CloseReason::SlowConsumer,
         CloseReason::TooBig,
         CloseReason::BadUtf8,
+        CloseReason::BadDeflate,
         CloseReason::Protocol,
         CloseReason::Shutdown,
         CloseReason::RoomRemoved,
@@ -53,6 +56,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::TooBig => "too_big",
             CloseReason::BadUtf8 => "bad_utf8",
+            CloseReason::BadDeflate => "bad_deflate",
             CloseReason::Protocol => "protocol",
             CloseReason::Shutdown => "shutdown",
             CloseReason::RoomRemoved => "room_removed",
@@ -71,6 +75,14 @@ pub struct Tally {
     pub bytes_out: u64,
     /// Times a publisher stopped being read by flow control.
     pub reads_paused: u64,
+    /// Messages deflated (each once, whatever the number of recipients; twice for the rare
+    /// message that some recipient needs compressed with a small window).
+    pub deflate_calls: u64,
+    /// Payload bytes given to deflate, and the compressed bytes it made of them.
+    pub deflate_bytes_in: u64,
+    pub deflate_bytes_out: u64,
+    /// Of `frames_out`, the frames queued compressed.
+    pub frames_out_compressed: u64,
     pub closed: [u64; CloseReason::ALL.len()],
 }
 
@@ -81,6 +93,8 @@ impl Tally {
             && self.frames_out == 0
             && self.bytes_in == 0
             && self.bytes_out == 0
+            && self.deflate_calls == 0
+            && self.frames_out_compressed == 0
             && self.closed.iter().all(|&c| c == 0)
     }
 
@@ -97,6 +111,10 @@ pub struct WorkerCounters {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     reads_paused: AtomicU64,
+    deflate_calls: AtomicU64,
+    deflate_bytes_in: AtomicU64,
+    deflate_bytes_out: AtomicU64,
+    frames_out_compressed: AtomicU64,
     closed: [AtomicU64; CloseReason::ALL.len()],
     /// When the worker last completed a loop pass, in milliseconds since [`clock_ms`]'s start.
     last_pass: AtomicU64,
@@ -132,6 +150,12 @@ impl WorkerCounters {
         self.bytes_in.fetch_add(t.bytes_in, Relaxed);
         self.bytes_out.fetch_add(t.bytes_out, Relaxed);
         self.reads_paused.fetch_add(t.reads_paused, Relaxed);
+        self.deflate_calls.fetch_add(t.deflate_calls, Relaxed);
+        self.deflate_bytes_in.fetch_add(t.deflate_bytes_in, Relaxed);
+        self.deflate_bytes_out
+            .fetch_add(t.deflate_bytes_out, Relaxed);
+        self.frames_out_compressed
+            .fetch_add(t.frames_out_compressed, Relaxed);
         for (c, n) in self.closed.iter().zip(t.closed) {
             if n > 0 {
                 c.fetch_add(n, Relaxed);
@@ -151,6 +175,10 @@ impl WorkerCounters {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             reads_paused: self.reads_paused.load(Relaxed),
+            deflate_calls: self.deflate_calls.load(Relaxed),
+            deflate_bytes_in: self.deflate_bytes_in.load(Relaxed),
+            deflate_bytes_out: self.deflate_bytes_out.load(Relaxed),
+            frames_out_compressed: self.frames_out_compressed.load(Relaxed),
             closed,
         }
     }
@@ -202,6 +230,10 @@ pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounter
         sum.bytes_in += s.bytes_in;
         sum.bytes_out += s.bytes_out;
         sum.reads_paused += s.reads_paused;
+        sum.deflate_calls += s.deflate_calls;
+        sum.deflate_bytes_in += s.deflate_bytes_in;
+        sum.deflate_bytes_out += s.deflate_bytes_out;
+        sum.frames_out_compressed += s.frames_out_compressed;
         for (a, b) in sum.closed.iter_mut().zip(s.closed) {
             *a += b;
         }
@@ -259,6 +291,26 @@ pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounter
             "wsrelay_frames_delivered_total",
             "Message frames queued to recipients.",
             sum.frames_out,
+        ),
+        (
+            "wsrelay_frames_delivered_compressed_total",
+            "Of the message frames queued to recipients, those sent compressed (permessage-deflate).",
+            sum.frames_out_compressed,
+        ),
+        (
+            "wsrelay_deflate_messages_total",
+            "Messages compressed: once per message, whatever the number of recipients.",
+            sum.deflate_calls,
+        ),
+        (
+            "wsrelay_deflate_input_bytes_total",
+            "Message bytes given to deflate.",
+            sum.deflate_bytes_in,
+        ),
+        (
+            "wsrelay_deflate_output_bytes_total",
+            "Compressed bytes deflate made of them.",
+            sum.deflate_bytes_out,
         ),
         (
             "wsrelay_received_bytes_total",

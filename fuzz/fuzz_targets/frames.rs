@@ -7,9 +7,14 @@
 //! published over the size limit, as invalid UTF-8, past the rate, from a subscribe-only client
 //! or after the WebSocket is over; and the bytes written back are whole server frames.
 //!
+//! With bit 7 of byte 0 the client negotiated permessage-deflate (`Session::with_deflate`): its
+//! frames with RSV1 go through the compressed path (the split in front of tungstenite, the
+//! bounded inflate), checked the same way; a compressed message's inflated size is held to the
+//! same limit. The seed corpus should hold compressed frames (`fuzz/run` seeds it).
+//!
 //! Input: byte 0 holds the number of cuts (low 4 bits), whether the first chunk arrives with the
-//! request head (bit 4), whether the client may publish (bit 5) and whether the room has a rate
-//! (bit 6); byte 1 is the time in ms that passes between chunks; then two bytes per cut (its
+//! request head (bit 4), whether the client may publish (bit 5), whether the room has a rate
+//! (bit 6) and whether permessage-deflate was negotiated (bit 7); byte 1 is the time in ms that passes between chunks; then two bytes per cut (its
 //! offset); the rest is what the client sends.
 
 #![no_main]
@@ -17,6 +22,7 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
+use wsrelay::deflate::Inflater;
 use wsrelay::metrics::CloseReason;
 use wsrelay::server::Opcode;
 use wsrelay::server::session::{Phase, Session};
@@ -56,7 +62,12 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Vec::new()
     };
-    let mut session = Session::new(MAX_MESSAGE, rate, may_publish, early, start);
+    let mut session = if flags & 0x80 != 0 {
+        Session::with_deflate(MAX_MESSAGE, rate, may_publish, early, start)
+    } else {
+        Session::new(MAX_MESSAGE, rate, may_publish, early, start)
+    };
+    let mut inflater = Inflater::new();
 
     let mut out = Vec::new();
     let mut pongs: Vec<Vec<u8>> = Vec::new();
@@ -65,7 +76,8 @@ fuzz_target!(|data: &[u8]| {
     // The early bytes are processed with an empty feed first, as the worker does.
     for chunk in std::iter::once(&[][..]).chain(chunks) {
         let over = !session.is_open();
-        session.feed(chunk, now, CLOSE_TIMEOUT, &mut out, &mut pongs, &mut |op, payload| {
+        let inflater = &mut inflater;
+        session.feed(chunk, now, CLOSE_TIMEOUT, &mut out, &mut pongs, inflater, &mut |op, payload| {
             assert!(!over, "published after the WebSocket was over");
             assert!(may_publish, "a subscribe-only client published");
             assert!(
@@ -110,7 +122,8 @@ fuzz_target!(|data: &[u8]| {
             &mut out,
         );
         assert!(!session.is_open());
-        session.feed(stream, now, CLOSE_TIMEOUT, &mut out, &mut pongs, &mut |_, _| {
+        let inflater = &mut inflater;
+        session.feed(stream, now, CLOSE_TIMEOUT, &mut out, &mut pongs, inflater, &mut |_, _| {
             panic!("published while closing")
         });
     }

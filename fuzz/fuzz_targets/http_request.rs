@@ -43,7 +43,15 @@ fuzz_target!(|data: &[u8]| {
         let protocol = http::choose_protocol(&request.protocols, &listed);
         assert!(protocol.is_none_or(|p| ROOM_PROTOCOLS.contains(&p)));
         if let Some(key) = request.key.as_deref().filter(|k| http::is_valid_key(k)) {
-            well_formed(&http::switching_protocols(key, protocol), 101);
+            let agreed = wsrelay::deflate::negotiate(request.extensions.iter().map(String::as_str));
+            let answer = http::switching_protocols(key, protocol, agreed.as_ref());
+            well_formed(&answer, 101);
+            if let Some(agreed) = agreed {
+                let line = format!("\r\nSec-WebSocket-Extensions: {agreed}\r\n");
+                assert!(String::from_utf8_lossy(&answer).contains(&line));
+                // Our answer is itself a header the negotiation reads back to the same terms.
+                assert!(wsrelay::deflate::negotiate([agreed.to_string().as_str()]).is_some());
+            }
         }
         for status in STATUSES {
             well_formed(&http::refusal(status, "why\n"), status.code());

@@ -365,6 +365,13 @@ impl Default for ServerConfig {
 }
 
 impl RoomConfig {
+    /// Its `compression_min_size` if it has `compression` on, `None` if off (a worker keeps it
+    /// in 4 bytes per connection; a threshold past 4 GiB, over any message, is the same as 4 GiB).
+    pub fn compress_from(&self) -> Option<u32> {
+        self.compression
+            .then(|| u32::try_from(self.compression_min_size).unwrap_or(u32::MAX))
+    }
+
     /// For a pattern `P/*`, the `P/` every matching path starts with.
     pub(crate) fn pattern_prefix(&self) -> &str {
         &self.path[..self.path.len() - 1]

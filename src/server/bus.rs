@@ -2,23 +2,52 @@
 //! sender pushes, then wakes. Workers batch what they send to each other per loop pass.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::flow::Credit;
+use crate::deflate::{Agreed, WindowBits};
 use crate::relay::RoomId;
 use crate::relay::admission::Ticket;
 use crate::relay::hub::Envelope;
 
-/// A message's frame, encoded once and shared across workers, with the publisher's credit for it
+/// A message's frames, encoded once and shared across workers, with the publisher's credit for it
 /// (returned when the last worker has taken it: see `flow`).
+///
+/// A message has one frame per *flavour* a recipient may need, each encoded at most once, by
+/// the thread that publishes it: `bytes`, the plain frame, always; `deflated`, the message
+/// compressed with our largest window, when its room compresses, it is long enough and
+/// compression saves bytes; and `deflated_small`, compressed with the smallest window, for a
+/// recipient that asked for a window smaller than `deflated` needs (see `deflate::Agreed`).
+/// Each recipient's worker picks the flavour it takes (`worker::fanout`).
 #[derive(Debug)]
 pub struct Frame {
     pub bytes: Box<[u8]>,
+    pub deflated: Option<Compressed>,
     /// Held for its `Drop`: the credit returns when the last worker has let go of the frame.
     #[allow(dead_code)]
     pub credit: Option<Credit>,
+}
+
+/// A message's compressed frames (RSV1 set).
+#[derive(Debug)]
+pub struct Compressed {
+    /// Compressed with [`WindowBits::MAX`].
+    pub frame: Box<[u8]>,
+    /// The window a receiver needs to inflate `frame`.
+    pub needs: WindowBits,
+    /// Compressed with [`WindowBits::MIN`] (any receiver inflates it), for recipients that allow
+    /// less than `needs`: made by the first worker that has such a recipient, once (`None`:
+    /// compression saves nothing at that window, and they get the plain frame).
+    pub small: OnceLock<Option<Box<[u8]>>>,
+}
+
+impl Frame {
+    /// Bytes this message holds between threads: its plain frame and the compressed one.
+    pub fn len(&self) -> usize {
+        self.bytes.len() + self.deflated.as_ref().map_or(0, |d| d.frame.len())
+    }
 }
 
 /// A frame as it travels between workers.
@@ -47,6 +76,12 @@ pub struct RoomSettings {
     pub may_publish: bool,
     /// Admitted with a valid token (the room had `auth = "jwt"`).
     pub authenticated: bool,
+    /// permessage-deflate as agreed in the handshake (the room has `compression` on and the
+    /// client offered it).
+    pub deflate: Option<Agreed>,
+    /// The room's `compression_min_size` if it has `compression` on (messages shorter are sent
+    /// plain), `None` if it has it off.
+    pub compress_from: Option<u32>,
 }
 
 /// A connection the acceptor has admitted, on its way to a worker.

@@ -19,6 +19,7 @@ use super::flow::{ConnFlow, Credit, WorkerFlow};
 use super::outbox::Outbox;
 use super::session::{Phase, Session};
 use super::wire::{self, Opcode};
+use crate::deflate::{Agreed, Inflater};
 use crate::metrics::CloseReason;
 use crate::relay::RoomId;
 use crate::relay::admission::Ticket;
@@ -66,6 +67,10 @@ pub struct Conn {
     pub session: Session,
     /// Admitted with a valid token: a reload that puts the room behind auth keeps it.
     pub authenticated: bool,
+    /// permessage-deflate as agreed in its handshake: it takes compressed frames.
+    pub deflate: Option<Agreed>,
+    /// Its room compresses messages of at least this many bytes (`None`: compression off).
+    pub compress_from: Option<u32>,
     last_rx: Instant,
     next_ping: Instant,
     /// Bytes read since the worker last asked.
@@ -89,7 +94,12 @@ impl Conn {
         now: Instant,
         timers: &Timers,
     ) -> Self {
-        let session = Session::new(
+        let session = if settings.deflate.is_some() {
+            Session::with_deflate
+        } else {
+            Session::new
+        };
+        let session = session(
             settings.max_message_size,
             settings.max_messages_per_second,
             settings.may_publish,
@@ -111,6 +121,8 @@ impl Conn {
             out: Outbox::default(),
             session,
             authenticated: settings.authenticated,
+            deflate: settings.deflate,
+            compress_from: settings.compress_from,
             last_rx: now,
             next_ping: now + timers.ping_interval,
             rx: 0,
@@ -153,6 +165,7 @@ impl Conn {
     /// Read what the socket has, at most `budget` bytes (at least one read), using `scratch` as
     /// the read buffer, and hand every complete message to `publish` while the connection is
     /// open. `budget` is reduced by what was read.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_readable(
         &mut self,
         scratch: &mut [u8],
@@ -160,6 +173,7 @@ impl Conn {
         budget: &mut usize,
         now: Instant,
         timers: &Timers,
+        inflater: &mut Inflater,
         publish: &mut impl FnMut(Opcode, &[u8]),
     ) -> Readable {
         for _ in 0..READS_PER_EVENT {
@@ -176,7 +190,7 @@ impl Conn {
                     self.last_rx = now;
                     self.rx += n as u64;
                     *budget = budget.saturating_sub(n);
-                    self.feed(&scratch[..n], now, timers, publish);
+                    self.feed(&scratch[..n], now, timers, inflater, publish);
                     // A short read emptied the socket's receive queue, and whatever arrives
                     // later (data or the FIN) raises a new edge: the read that would only say
                     // WouldBlock is skipped. Unless the event already said the peer hung up:
@@ -207,9 +221,10 @@ impl Conn {
         &mut self,
         now: Instant,
         timers: &Timers,
+        inflater: &mut Inflater,
         publish: &mut impl FnMut(Opcode, &[u8]),
     ) {
-        self.feed(&[], now, timers, publish);
+        self.feed(&[], now, timers, inflater, publish);
     }
 
     fn feed(
@@ -217,6 +232,7 @@ impl Conn {
         input: &[u8],
         now: Instant,
         timers: &Timers,
+        inflater: &mut Inflater,
         publish: &mut impl FnMut(Opcode, &[u8]),
     ) {
         let (mut control, mut pongs) = (Vec::new(), Vec::new());
@@ -226,6 +242,7 @@ impl Conn {
             timers.close_timeout,
             &mut control,
             &mut pongs,
+            inflater,
             publish,
         );
         for p in pongs {

@@ -17,7 +17,12 @@ use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
 use super::outbox::PONG_BUDGET;
 use super::wire::{self, Opcode};
+use crate::deflate::{InflateError, Inflater};
 use crate::metrics::CloseReason;
+
+mod intake;
+
+use intake::{Failure, Intake, Step};
 
 /// tungstenite's read buffer per connection. Bytes arrive through [`Adapter`] from the worker's
 /// shared read buffer, so this only has to hold an unfinished frame: a small start keeps 100k
@@ -133,6 +138,23 @@ pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message_size))
 }
 
+const NOT_PUBLISHER: Failure = (
+    1008,
+    "subscribe only: publishing not allowed",
+    CloseReason::Policy,
+);
+const RATE_LIMIT: Failure = (1008, "rate limit", CloseReason::Policy);
+const BAD_UTF8: Failure = (1007, "invalid UTF-8", CloseReason::BadUtf8);
+
+/// What a feed writes to and inflates with, passed down the compressed path.
+struct Io<'a> {
+    now: Instant,
+    close_timeout: Duration,
+    out: &'a mut Vec<u8>,
+    pongs: &'a mut Vec<Vec<u8>>,
+    inflater: &'a mut Inflater,
+}
+
 /// One connection's WebSocket state.
 pub struct Session {
     ctx: WebSocketContext,
@@ -141,6 +163,11 @@ pub struct Session {
     bucket: Bucket,
     may_publish: bool,
     reason: Option<CloseReason>,
+    /// The compressed-message path, for a connection that negotiated permessage-deflate.
+    intake: Option<Box<Intake>>,
+    /// Bytes the client sent after its request head, until the first feed (a connection with
+    /// an intake only: they go through it; the others give them to tungstenite at once).
+    early: Vec<u8>,
 }
 
 impl Session {
@@ -154,11 +181,35 @@ impl Session {
         early: Vec<u8>,
         now: Instant,
     ) -> Self {
+        Self::build(max_message_size, rate, may_publish, early, now, false)
+    }
+
+    /// As [`Session::new`], for a client that negotiated permessage-deflate: its compressed
+    /// messages are inflated (`intake`).
+    pub fn with_deflate(
+        max_message_size: usize,
+        rate: u32,
+        may_publish: bool,
+        early: Vec<u8>,
+        now: Instant,
+    ) -> Self {
+        Self::build(max_message_size, rate, may_publish, early, now, true)
+    }
+
+    fn build(
+        max_message_size: usize,
+        rate: u32,
+        may_publish: bool,
+        early: Vec<u8>,
+        now: Instant,
+        deflate: bool,
+    ) -> Self {
         let config = Some(ws_config(max_message_size));
-        let ctx = if early.is_empty() {
-            WebSocketContext::new(Role::Server, config)
+        let (ctx, early) = if early.is_empty() || deflate {
+            (WebSocketContext::new(Role::Server, config), early)
         } else {
-            WebSocketContext::from_partially_read(early, Role::Server, config)
+            let ctx = WebSocketContext::from_partially_read(early, Role::Server, config);
+            (ctx, Vec::new())
         };
         Session {
             ctx,
@@ -166,6 +217,8 @@ impl Session {
             bucket: Bucket::new(rate, now),
             may_publish,
             reason: None,
+            intake: deflate.then(|| Box::new(Intake::new(max_message_size))),
+            early,
         }
     }
 
@@ -196,6 +249,9 @@ impl Session {
 
     /// A reload changed the room's message size limit.
     pub fn set_max_message_size(&mut self, max: usize) {
+        if let Some(intake) = &mut self.intake {
+            intake.set_max_message_size(max);
+        }
         self.ctx.set_config(|c| {
             c.max_message_size = Some(max);
             c.max_frame_size = Some(max);
@@ -205,7 +261,9 @@ impl Session {
     /// Decode `input` (possibly empty, to process bytes given to [`Session::new`]): every complete
     /// message goes to `publish` while the session is open; what must be sent back (the close
     /// reply, our close frame on a failure) is appended to `out`, and the pongs to `pongs` (see
-    /// [`Adapter`]). Pings count toward the message rate.
+    /// [`Adapter`]). Pings count toward the message rate. Compressed messages (a
+    /// session [`Session::with_deflate`]) are inflated with `inflater`.
+    #[allow(clippy::too_many_arguments)]
     pub fn feed(
         &mut self,
         input: &[u8],
@@ -213,27 +271,151 @@ impl Session {
         close_timeout: Duration,
         out: &mut Vec<u8>,
         pongs: &mut Vec<Vec<u8>>,
+        inflater: &mut Inflater,
         publish: &mut impl FnMut(Opcode, &[u8]),
     ) {
         if let Phase::Lingering { .. } | Phase::Closed { .. } = self.phase {
             return; // The WebSocket is over; what arrives now is discarded.
         }
+        let failure = match self.intake.take() {
+            None => self.read_ws(input, now, close_timeout, out, pongs, publish),
+            Some(mut intake) => {
+                let early = std::mem::take(&mut self.early);
+                let mut failure = None;
+                for chunk in [&early[..], input] {
+                    let mut io = Io {
+                        now,
+                        close_timeout,
+                        out,
+                        pongs,
+                        inflater,
+                    };
+                    failure = self.split(&mut intake, chunk, &mut io, publish);
+                    if failure.is_some() {
+                        break;
+                    }
+                }
+                self.intake = Some(intake);
+                failure
+            }
+        };
+        if let Some((code, text, reason)) = failure {
+            pongs.clear(); // Nothing answers a ping once we fail the connection.
+            if self.phase == Phase::Open {
+                // tungstenite's state is not to be trusted after an error: the close frame is
+                // ours, and nothing more is read as WebSocket.
+                out.extend_from_slice(&wire::close(code, text));
+                self.reason = Some(reason);
+            }
+            self.linger(now, close_timeout);
+        }
+    }
+
+    /// A connection with an intake: its frames split between tungstenite and the compressed
+    /// path, in stream order (`intake`).
+    fn split(
+        &mut self,
+        intake: &mut Intake,
+        mut input: &[u8],
+        io: &mut Io<'_>,
+        publish: &mut impl FnMut(Opcode, &[u8]),
+    ) -> Option<Failure> {
+        loop {
+            if !matches!(self.phase, Phase::Open | Phase::Closing { .. }) {
+                return None; // The close handshake completed: the rest is discarded.
+            }
+            let failure = match intake.next(&mut input) {
+                Step::Done => return None,
+                Step::Pass(bytes) => {
+                    self.read_ws(bytes, io.now, io.close_timeout, io.out, io.pongs, publish)
+                }
+                Step::PassHead(head, n) => self.read_ws(
+                    &head[..n],
+                    io.now,
+                    io.close_timeout,
+                    io.out,
+                    io.pongs,
+                    publish,
+                ),
+                Step::Message(op) => {
+                    let payload = intake.take_message();
+                    let limit = intake.max_message_size();
+                    self.compressed(op, &payload, limit, io, publish)
+                }
+                Step::Fail(f) => Some(f),
+            };
+            if failure.is_some() {
+                return failure;
+            }
+        }
+    }
+
+    /// A whole compressed message (opcode 1 or 2) from a client.
+    fn compressed(
+        &mut self,
+        op: u8,
+        payload: &[u8],
+        limit: usize,
+        io: &mut Io<'_>,
+        publish: &mut impl FnMut(Opcode, &[u8]),
+    ) -> Option<Failure> {
+        if self.phase != Phase::Open {
+            return None; // Data during our close only proves the peer is alive.
+        }
+        if !self.may_publish {
+            return Some(NOT_PUBLISHER);
+        }
+        if !self.bucket.take(io.now) {
+            return Some(RATE_LIMIT);
+        }
+        let mut message = Vec::new();
+        match io.inflater.inflate(payload, &mut message, limit) {
+            Ok(()) => {}
+            Err(e @ InflateError::TooBig) => {
+                return Some((e.close_code(), "message too big", CloseReason::TooBig));
+            }
+            Err(e @ InflateError::Invalid) => {
+                return Some((
+                    e.close_code(),
+                    "invalid deflate data",
+                    CloseReason::BadDeflate,
+                ));
+            }
+        }
+        let op = if op == 1 {
+            if std::str::from_utf8(&message).is_err() {
+                return Some(BAD_UTF8);
+            }
+            Opcode::Text
+        } else {
+            Opcode::Binary
+        };
+        publish(op, &message);
+        None
+    }
+
+    /// Give tungstenite `input` and read every message it completes.
+    fn read_ws(
+        &mut self,
+        input: &[u8],
+        now: Instant,
+        close_timeout: Duration,
+        out: &mut Vec<u8>,
+        pongs: &mut Vec<Vec<u8>>,
+        publish: &mut impl FnMut(Opcode, &[u8]),
+    ) -> Option<Failure> {
         let mut a = Adapter { input, out, pongs };
-        let failure = loop {
+        loop {
             match self.ctx.read(&mut a) {
                 Ok(Message::Text(_) | Message::Binary(_))
                     if self.phase == Phase::Open && !self.may_publish =>
                 {
-                    break Some((
-                        1008,
-                        "subscribe only: publishing not allowed",
-                        CloseReason::Policy,
-                    ));
+                    break Some(NOT_PUBLISHER);
                 }
                 Ok(Message::Text(_) | Message::Binary(_))
                     if self.phase == Phase::Open && !self.bucket.take(now) =>
                 {
-                    break Some((1008, "rate limit", CloseReason::Policy));
+                    break Some(RATE_LIMIT);
                 }
                 Ok(Message::Text(t)) if self.phase == Phase::Open => {
                     publish(Opcode::Text, t.as_bytes())
@@ -241,7 +423,7 @@ impl Session {
                 Ok(Message::Binary(b)) if self.phase == Phase::Open => publish(Opcode::Binary, &b),
                 // A ping costs a pong: a flood of them is held to the room's rate too.
                 Ok(Message::Ping(_)) if self.phase == Phase::Open && !self.bucket.take(now) => {
-                    break Some((1008, "rate limit", CloseReason::Policy));
+                    break Some(RATE_LIMIT);
                 }
                 Ok(Message::Close(_)) => {
                     self.reason.get_or_insert(CloseReason::Normal);
@@ -257,7 +439,7 @@ impl Session {
                     };
                     break None;
                 }
-                Err(WsError::Utf8(_)) => break Some((1007, "invalid UTF-8", CloseReason::BadUtf8)),
+                Err(WsError::Utf8(_)) => break Some(BAD_UTF8),
                 Err(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
                     break Some((1009, "message too big", CloseReason::TooBig));
                 }
@@ -266,16 +448,6 @@ impl Session {
                 }
                 Err(_) => break Some((1011, "internal error", CloseReason::Error)),
             }
-        };
-        if let Some((code, text, reason)) = failure {
-            a.pongs.clear(); // Nothing answers a ping once we fail the connection.
-            if self.phase == Phase::Open {
-                // tungstenite's state is not to be trusted after an error: the close frame is
-                // ours, and nothing more is read as WebSocket.
-                a.out.extend_from_slice(&wire::close(code, text));
-                self.reason = Some(reason);
-            }
-            self.linger(now, close_timeout);
         }
     }
 
@@ -350,175 +522,7 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod deflate_tests;
 
-    const TIMEOUT: Duration = Duration::from_secs(5);
-
-    /// A masked client frame.
-    fn client(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [1u8, 2, 3, 4];
-        let mut f = vec![first];
-        match payload.len() {
-            n if n < 126 => f.push(0x80 | n as u8),
-            n => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        f
-    }
-
-    /// Feed `input` split into `chunk`-byte pieces; the messages published and the bytes out,
-    /// the pongs after them.
-    fn run(s: &mut Session, input: &[u8], chunk: usize) -> (Vec<(Opcode, Vec<u8>)>, Vec<u8>) {
-        let now = Instant::now();
-        let (mut got, mut out, mut pongs) = (Vec::new(), Vec::new(), Vec::new());
-        for piece in input.chunks(chunk.max(1)) {
-            s.feed(piece, now, TIMEOUT, &mut out, &mut pongs, &mut |op, p| {
-                got.push((op, p.to_vec()))
-            });
-        }
-        out.extend(pongs.concat());
-        (got, out)
-    }
-
-    fn session() -> Session {
-        Session::new(1000, 0, true, Vec::new(), Instant::now())
-    }
-
-    #[test]
-    fn messages_come_out_whole_however_the_bytes_are_split() {
-        let mut input = client(0x81, "héllo".as_bytes());
-        input.extend(client(0x02, b"bin"));
-        input.extend(client(0x89, b"ping")); // a ping between fragments
-        input.extend(client(0x80, b"ary"));
-        for chunk in [1, 3, 7, input.len()] {
-            let mut s = session();
-            let (got, out) = run(&mut s, &input, chunk);
-            assert_eq!(
-                got,
-                [
-                    (Opcode::Text, "héllo".as_bytes().to_vec()),
-                    (Opcode::Binary, b"binary".to_vec())
-                ]
-            );
-            assert_eq!(out, wire::frame_with_opcode(0xA, b"ping"), "the pong");
-            assert!(s.is_open());
-        }
-    }
-
-    #[test]
-    fn failures_get_their_close_codes() {
-        let cases: [(Vec<u8>, u16, CloseReason); 4] = [
-            (client(0x81, &[0xff, 0xfe]), 1007, CloseReason::BadUtf8),
-            (client(0x82, &[0; 1001]), 1009, CloseReason::TooBig),
-            (client(0xC1, b"x"), 1002, CloseReason::Protocol), // RSV1 without an extension
-            (vec![0x81, 0x01, b'x'], 1002, CloseReason::Protocol), // unmasked
-        ];
-        for (input, code, reason) in cases {
-            let mut s = session();
-            let (got, out) = run(&mut s, &input, 2);
-            assert!(got.is_empty());
-            assert_eq!(&out[..4], &[0x88, out[1], (code >> 8) as u8, code as u8]);
-            assert_eq!(s.reason(), Some(reason));
-            assert!(matches!(s.phase(), Phase::Lingering { shut: false, .. }));
-            // Nothing after a failure is read as WebSocket.
-            let (got, out) = run(&mut s, &client(0x81, b"late"), 100);
-            assert!(got.is_empty() && out.is_empty());
-        }
-    }
-
-    #[test]
-    fn a_peer_close_is_answered_and_ends_the_session() {
-        let mut s = session();
-        let (_, out) = run(&mut s, &client(0x88, &1000u16.to_be_bytes()), 100);
-        assert_eq!(out, wire::close(1000, ""));
-        assert!(matches!(s.phase(), Phase::Closed { .. }));
-        assert_eq!(s.reason(), Some(CloseReason::Normal));
-        assert!(
-            !s.shut(),
-            "a completed handshake closes, it does not linger"
-        );
-    }
-
-    #[test]
-    fn our_close_waits_for_the_peer_and_ignores_its_data_meanwhile() {
-        let mut s = session();
-        let mut out = Vec::new();
-        let now = Instant::now();
-        s.close(1001, "bye", CloseReason::Shutdown, now, TIMEOUT, &mut out);
-        assert_eq!(out, wire::close(1001, "bye"));
-        assert!(matches!(s.phase(), Phase::Closing { .. }));
-        assert!(!s.expired(now) && s.expired(now + TIMEOUT));
-        let mut input = client(0x81, b"ignored");
-        input.extend(client(0x88, &1001u16.to_be_bytes()));
-        let (got, out) = run(&mut s, &input, 100);
-        assert!(got.is_empty() && out.is_empty(), "no second close frame");
-        assert!(matches!(s.phase(), Phase::Closed { .. }));
-        assert_eq!(s.reason(), Some(CloseReason::Shutdown));
-    }
-
-    #[test]
-    fn rate_and_publish_rights_close_with_1008() {
-        let mut s = Session::new(1000, 2, true, Vec::new(), Instant::now());
-        let three: Vec<u8> = (0..3).flat_map(|_| client(0x81, b"m")).collect();
-        let (got, out) = run(&mut s, &three, 100);
-        assert_eq!(got.len(), 2, "a burst of the rate passes");
-        assert_eq!(out, wire::close(1008, "rate limit"));
-
-        let mut s = Session::new(1000, 0, false, Vec::new(), Instant::now());
-        let (got, out) = run(&mut s, &client(0x81, b"m"), 100);
-        assert!(got.is_empty());
-        assert_eq!((out[0], &out[2..4]), (0x88, &1008u16.to_be_bytes()[..]));
-        assert_eq!(s.reason(), Some(CloseReason::Policy));
-    }
-
-    #[test]
-    fn a_ping_flood_leaves_a_budget_of_pongs_and_counts_toward_the_rate() {
-        let mut flood = Vec::new();
-        for k in 0..10_000u32 {
-            flood.extend(client(0x89, &k.to_be_bytes()));
-        }
-        let mut s = session();
-        let (got, out) = run(&mut s, &flood, 4096);
-        assert!(got.is_empty());
-        assert!(out.len() <= PONG_BUDGET, "{} bytes of pongs", out.len());
-        assert!(
-            out.ends_with(&wire::frame_with_opcode(0xA, &9_999u32.to_be_bytes())),
-            "the latest last"
-        );
-        assert!(s.is_open());
-        let ten: Vec<u8> = (0..10u32)
-            .flat_map(|k| client(0x89, &k.to_be_bytes()))
-            .collect();
-        let (_, out) = run(&mut session(), &ten, ten.len());
-        let want: Vec<u8> = (0..10u32)
-            .flat_map(|k| wire::frame_with_opcode(0xA, &k.to_be_bytes()))
-            .collect();
-        assert_eq!(out, want, "ten pings in one read get ten pongs");
-
-        let mut s = Session::new(1000, 5, true, Vec::new(), Instant::now());
-        let (_, out) = run(&mut s, &flood, 4096);
-        assert_eq!(out, wire::close(1008, "rate limit"), "no pong once failed");
-        assert_eq!(s.reason(), Some(CloseReason::Policy));
-    }
-
-    #[test]
-    fn early_bytes_are_decoded_by_an_empty_feed() {
-        let mut s = Session::new(1000, 0, true, client(0x81, b"early"), Instant::now());
-        let mut got = Vec::new();
-        let now = Instant::now();
-        s.feed(
-            &[],
-            now,
-            TIMEOUT,
-            &mut Vec::new(),
-            &mut Vec::new(),
-            &mut |op, p| got.push((op, p.to_vec())),
-        );
-        assert_eq!(got, [(Opcode::Text, b"early".to_vec())]);
-    }
-}
+#[cfg(test)]
+mod tests;

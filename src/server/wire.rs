@@ -57,14 +57,25 @@ pub fn shared(op: Opcode, payload: &[u8]) -> Box<[u8]> {
 
 /// A shared data frame whose payload is compressed: RSV1 set, the "Per-Message Compressed" bit
 /// of RFC 7692 §6 (`deflated` is what `deflate::Compressor` made of the message).
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "sent by the fan-out once compression is wired in")
-)]
 pub(crate) fn shared_compressed(op: Opcode, deflated: &[u8]) -> Box<[u8]> {
     let mut frame = shared(op, deflated);
     frame[0] |= 0x40;
     frame
+}
+
+/// The opcode and payload of a data frame made by [`shared`] or [`shared_compressed`].
+pub(crate) fn parts(frame: &[u8]) -> (Opcode, &[u8]) {
+    let op = if frame[0] & 0x0f == Opcode::Binary as u8 {
+        Opcode::Binary
+    } else {
+        Opcode::Text
+    };
+    let start = match frame[1] & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    (op, &frame[start..])
 }
 
 /// A close frame with `code` and a reason cut to fit the 123 bytes a control frame allows,
@@ -123,6 +134,18 @@ mod tests {
         let mut out = Vec::new();
         Inflater::new().inflate(&f[2..], &mut out, 1000).unwrap();
         assert_eq!(out, message.as_bytes());
+    }
+
+    #[test]
+    fn parts_undo_shared() {
+        for len in [0, 125, 126, 65_536] {
+            let payload = vec![7u8; len];
+            for op in [Opcode::Text, Opcode::Binary] {
+                let f = shared(op, &payload);
+                assert_eq!(parts(&f), (op, &payload[..]));
+                assert_eq!(parts(&shared_compressed(op, &payload)), (op, &payload[..]));
+            }
+        }
     }
 
     #[test]

@@ -20,25 +20,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use log::{debug, info, warn};
+use log::{debug, warn};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::bus::{
-    Frame, Handoff, HubEnvelope, Mailbox, MemberId, SharedFrame, ToAcceptor, ToWorker, WorkerConfig,
+    Frame, Handoff, HubEnvelope, Mailbox, MemberId, SharedFrame, ToAcceptor, ToWorker,
 };
 use super::conn::{Conn, Readable, Timers};
 use super::faults::{self, Fault};
 use super::flow::{Limits, WorkerFlow};
-use super::wire;
-use crate::config::RoomAuth;
+use crate::deflate::{Compressor, Inflater};
 use crate::metrics::{CloseReason, Tally, WorkerCounters};
 use crate::relay::WorkerId;
 use crate::relay::admission::Ticket;
 use crate::relay::hub::{Envelope, Hub};
 
+mod encode;
 mod fanout;
+mod upkeep;
 
+use encode::encode;
 use fanout::{Fanout, mark_dirty};
 
 /// The waker's token; connections use their slab keys, which never reach this.
@@ -115,8 +117,12 @@ struct Worker {
     paused: Vec<usize>,
     /// What other threads sent, in their order, not yet carried out.
     backlog: VecDeque<Inbound>,
-    /// Messages read this call, waiting to be published.
-    published: Vec<Box<[u8]>>,
+    /// Messages read this call, encoded, waiting to be published (their credit not taken yet).
+    published: Vec<Frame>,
+    /// This thread's deflater: each message of a compressing room is deflated once, here.
+    compressor: Compressor,
+    /// Inflates every compressed message its connections send, one at a time.
+    inflater: Inflater,
     outgoing: Vec<Vec<HubEnvelope>>,
     closed: Vec<Ticket>,
     tally: Tally,
@@ -153,6 +159,8 @@ pub fn run(setup: WorkerSetup) -> io::Result<()> {
         paused: Vec::new(),
         backlog: VecDeque::new(),
         published: Vec::new(),
+        compressor: Compressor::new(),
+        inflater: Inflater::new(),
         outgoing: (0..workers).map(|_| Vec::new()).collect(),
         closed: Vec::new(),
         tally: Tally::default(),
@@ -178,6 +186,7 @@ macro_rules! fanout {
             dirty: &mut $w.dirty,
             outgoing: &mut $w.outgoing,
             tally: &mut $w.tally,
+            compressor: &mut $w.compressor,
             share: ($w.limit / SHARE_DIVISOR).max(1),
             full: &mut $w.full,
         }
@@ -270,7 +279,7 @@ impl Worker {
                         if let Envelope::Publish { frame, .. } | Envelope::Deliver { frame, .. } =
                             &e
                         {
-                            budget = budget.saturating_sub(frame.bytes.len());
+                            budget = budget.saturating_sub(frame.len());
                         }
                         self.hub.handle(e, &mut fanout!(self));
                     }
@@ -383,43 +392,6 @@ impl Worker {
         });
     }
 
-    fn reload(&mut self, cfg: &WorkerConfig, now: Instant) {
-        self.timers = cfg.timers;
-        self.limit = cfg.send_queue_limit;
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            let c = &mut self.conns[key];
-            if !c.is_open() {
-                continue;
-            }
-            match cfg.config.route(&c.path) {
-                Some(room) if room.auth == RoomAuth::Jwt && !c.authenticated => {
-                    info!(
-                        "{} in {}: room now requires a token; closing",
-                        c.peer, c.path
-                    );
-                    self.close(
-                        key,
-                        1008,
-                        "authentication required",
-                        CloseReason::Policy,
-                        now,
-                    );
-                }
-                Some(room) => {
-                    c.session.set_max_message_size(room.max_message_size);
-                    c.session.set_rate(room.max_messages_per_second, now);
-                    let id = c.room;
-                    self.hub.set_echo(id, room.echo);
-                }
-                None => {
-                    info!("{} in {}: room removed by reload; closing", c.peer, c.path);
-                    self.close(key, 1001, "room removed", CloseReason::RoomRemoved, now);
-                }
-            }
-        }
-    }
-
     fn admit(&mut self, h: Handoff, now: Instant) {
         let Handoff {
             mut stream,
@@ -478,10 +450,12 @@ impl Worker {
             );
         } else if has_early {
             let mut published = std::mem::take(&mut self.published);
-            let tally = &mut self.tally;
-            self.conns[key].process_early(now, &self.timers, &mut |op, payload| {
+            let (tally, compressor) = (&mut self.tally, &mut self.compressor);
+            let c = &mut self.conns[key];
+            let from = c.compress_from;
+            c.process_early(now, &self.timers, &mut self.inflater, &mut |op, payload| {
                 tally.messages_in += 1;
-                published.push(wire::shared(op, payload));
+                published.push(encode(op, payload, from, compressor, tally));
             });
             self.published = published;
             self.after_read(key);
@@ -493,17 +467,19 @@ impl Worker {
         let Some(c) = self.conns.get_mut(key) else {
             return Readable::Drained;
         };
-        let tally = &mut self.tally;
+        let (tally, compressor) = (&mut self.tally, &mut self.compressor);
         let published = &mut self.published;
+        let from = c.compress_from;
         let r = c.on_readable(
             &mut self.scratch,
             hangup,
             budget,
             now,
             &self.timers,
+            &mut self.inflater,
             &mut |op, payload| {
                 tally.messages_in += 1;
-                published.push(wire::shared(op, payload));
+                published.push(encode(op, payload, from, compressor, tally));
             },
         );
         self.tally.bytes_in += c.take_rx_bytes();
@@ -515,40 +491,24 @@ impl Worker {
     fn after_read(&mut self, key: usize) {
         mark_dirty(&mut self.conns, &mut self.dirty, key);
         let mut published = std::mem::take(&mut self.published);
-        for bytes in published.drain(..) {
-            if self.fault.is_some() && faults::is_trigger(&bytes) {
+        for mut frame in published.drain(..) {
+            if self.fault.is_some() && faults::is_trigger(&frame.bytes) {
                 self.inject_fault();
             }
             let c = &mut self.conns[key];
             let (room, id) = (c.room, c.id);
             // A message that never leaves this thread needs no credit: it is taken (copied into
             // its recipients' queues) before this call returns.
-            let credit = self
+            frame.credit = self
                 .hub
                 .crosses_threads(room)
-                .then(|| c.credit(&self.flow, bytes.len()));
-            let frame = Arc::new(Frame { bytes, credit });
-            self.hub.publish(room, id, frame, &mut fanout!(self));
+                .then(|| c.credit(&self.flow, frame.len()));
+            self.hub
+                .publish(room, id, Arc::new(frame), &mut fanout!(self));
         }
         self.published = published;
         if !self.conns[key].is_open() {
             self.left(key);
-        }
-    }
-
-    fn inject_fault(&mut self) {
-        match self.fault {
-            Some(Fault::Panic) => panic!("test fault: worker {} panics", self.me),
-            Some(Fault::Wedge) => {
-                warn!("test fault: worker {} wedges", self.me);
-                loop {
-                    std::thread::sleep(Duration::from_secs(3600));
-                }
-            }
-            Some(Fault::PollError) => {
-                self.fault_poll = Some(io::Error::other("test fault: poll failed"));
-            }
-            None => {}
         }
     }
 

@@ -3,6 +3,7 @@
 //! each, or an admitted upgrade.
 
 use super::*;
+use crate::deflate;
 
 impl Acceptor {
     /// Decide what a complete request gets.
@@ -133,6 +134,10 @@ impl Acceptor {
             }
         };
         let protocol = http::choose_protocol(&req.protocols, &room.subprotocols);
+        let deflate = room
+            .compression
+            .then(|| deflate::negotiate(req.extensions.iter().map(String::as_str)))
+            .flatten();
         self.counts.accepted += 1;
         Answer::Upgrade(Box::new(Admitted {
             peer: SocketAddr::new(ip, peer.port()),
@@ -144,8 +149,10 @@ impl Acceptor {
                 max_messages_per_second: room.max_messages_per_second,
                 may_publish,
                 authenticated: room.auth == crate::config::RoomAuth::Jwt,
+                deflate,
+                compress_from: room.compress_from(),
             },
-            response: http::switching_protocols(key, protocol),
+            response: http::switching_protocols(key, protocol, deflate.as_ref()),
             early,
         }))
     }

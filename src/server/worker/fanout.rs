@@ -7,15 +7,29 @@ use slab::Slab;
 
 use super::super::bus::{HubEnvelope, MemberId, SharedFrame};
 use super::super::conn::Conn;
+use super::encode;
+use crate::deflate::Compressor;
 use crate::metrics::Tally;
 use crate::relay::hub::{Epoch, Recipients, Sink};
 use crate::relay::{RoomId, WorkerId};
+
+/// Which of a message's frames a recipient takes (`bus::Frame`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavour {
+    Plain,
+    /// Compressed with our largest window.
+    Compressed,
+    /// Compressed with the smallest, for a recipient that allows less than the message needs.
+    Small,
+}
 
 pub(super) struct Fanout<'a> {
     pub conns: &'a mut Slab<Conn>,
     pub dirty: &'a mut Vec<usize>,
     pub outgoing: &'a mut [Vec<HubEnvelope>],
     pub tally: &'a mut Tally,
+    /// For the small-window frame, the rare time a recipient needs it (`encode::small`).
+    pub compressor: &'a mut Compressor,
     /// Bytes one recipient may be given between two writes; past it, `full` is set and the
     /// pass stops taking in.
     pub share: usize,
@@ -49,17 +63,38 @@ impl Sink<SharedFrame, MemberId> for Fanout<'_> {
         frame: &SharedFrame,
         to: Recipients<'_, MemberId>,
     ) {
-        // One copy per (message, worker) into a thread-local buffer, so that each delivery
-        // below costs a non-atomic refcount and a queue slot. Queues take every frame: whether a
-        // recipient is too slow is decided after its worker has tried to write to it.
-        let mut local: Option<Rc<[u8]>> = None;
+        // One copy per (message, flavour, worker) into a thread-local buffer, so that each
+        // delivery below costs a non-atomic refcount and a queue slot. Queues take every frame:
+        // whether a recipient is too slow is decided after its worker has tried to write to it.
+        let mut local: [Option<Rc<[u8]>>; 3] = [None, None, None];
         for id in to {
             let Some(c) = conn_of(self.conns, id) else {
                 continue;
             };
-            let frame = local.get_or_insert_with(|| Rc::from(&frame.bytes[..]));
-            if c.deliver(frame) {
+            let flavour = match (c.deflate, &frame.deflated) {
+                (Some(agreed), Some(d)) if agreed.takes(d.needs) => Flavour::Compressed,
+                (Some(_), Some(d)) => match encode::small(frame, d, self.compressor, self.tally) {
+                    Some(_) => Flavour::Small,
+                    None => Flavour::Plain,
+                },
+                _ => Flavour::Plain,
+            };
+            let local = local[flavour as usize].get_or_insert_with(|| {
+                Rc::from(match (flavour, &frame.deflated) {
+                    (Flavour::Compressed, Some(d)) => &d.frame[..],
+                    (Flavour::Small, Some(d)) => d
+                        .small
+                        .get()
+                        .and_then(Option::as_deref)
+                        .unwrap_or(&frame.bytes),
+                    _ => &frame.bytes[..],
+                })
+            });
+            if c.deliver(local) {
                 self.tally.frames_out += 1;
+                if flavour != Flavour::Plain {
+                    self.tally.frames_out_compressed += 1;
+                }
                 if c.pass_bytes as usize > self.share {
                     *self.full = true;
                 }

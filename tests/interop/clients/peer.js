@@ -5,7 +5,8 @@
 // Same contract as peer.py: join, print "connected", wait for GOFILE, send COUNT text messages
 // (one line each, newline included), read until TOTAL have arrived (own echoes included), write
 // them as they are to OUTFILE, exit 0; exit 1 with a reason on stderr when a bound runs out, the
-// connection fails, or a message is not one line.
+// connection fails, or a message is not one line. PEER_PAD as in peer.py; permessage-deflate is
+// offered (perMessageDeflate: true) and the agreed extensions printed.
 'use strict';
 const fs = require('fs');
 const WebSocket = require('ws');
@@ -19,7 +20,8 @@ const fail = (why) => {
 };
 
 const got = [];
-const ws = new WebSocket(url);
+const pad = ' lorem ipsum dolor'.repeat(Number(process.env.PEER_PAD || 0));
+const ws = new WebSocket(url, { perMessageDeflate: true });
 const timer = setTimeout(() => fail(got.length + ' of ' + total + ' messages within ' + WAIT_MS + ' ms'), 2 * WAIT_MS);
 ws.on('error', (e) => fail('connection failed: ' + e.message));
 ws.on('close', (code) => {
@@ -37,12 +39,12 @@ ws.on('message', (data, isBinary) => {
   }
 });
 ws.on('open', () => {
-  console.log('connected');
+  console.log('connected extensions=' + ws.extensions);
   const deadline = Date.now() + WAIT_MS;
   const poll = setInterval(() => {
     if (fs.existsSync(go)) {
       clearInterval(poll);
-      for (let i = 0; i < Number(count); i++) ws.send(name + ' #' + i + ' ünïcödé ✓\n');
+      for (let i = 0; i < Number(count); i++) ws.send(name + ' #' + i + ' ünïcödé ✓' + pad + '\n');
     } else if (Date.now() > deadline) {
       fail('no go signal within ' + WAIT_MS + ' ms');
     }

@@ -1,0 +1,178 @@
+use super::*;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A masked client frame.
+fn client(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![first];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Feed `input` split into `chunk`-byte pieces; the messages published and the bytes out,
+/// the pongs after them.
+fn run(s: &mut Session, input: &[u8], chunk: usize) -> (Vec<(Opcode, Vec<u8>)>, Vec<u8>) {
+    let now = Instant::now();
+    let (mut got, mut out, mut pongs) = (Vec::new(), Vec::new(), Vec::new());
+    for piece in input.chunks(chunk.max(1)) {
+        let inflater = &mut Inflater::new();
+        s.feed(
+            piece,
+            now,
+            TIMEOUT,
+            &mut out,
+            &mut pongs,
+            inflater,
+            &mut |op, p| got.push((op, p.to_vec())),
+        );
+    }
+    out.extend(pongs.concat());
+    (got, out)
+}
+
+fn session() -> Session {
+    Session::new(1000, 0, true, Vec::new(), Instant::now())
+}
+
+#[test]
+fn messages_come_out_whole_however_the_bytes_are_split() {
+    let mut input = client(0x81, "héllo".as_bytes());
+    input.extend(client(0x02, b"bin"));
+    input.extend(client(0x89, b"ping")); // a ping between fragments
+    input.extend(client(0x80, b"ary"));
+    for chunk in [1, 3, 7, input.len()] {
+        let mut s = session();
+        let (got, out) = run(&mut s, &input, chunk);
+        assert_eq!(
+            got,
+            [
+                (Opcode::Text, "héllo".as_bytes().to_vec()),
+                (Opcode::Binary, b"binary".to_vec())
+            ]
+        );
+        assert_eq!(out, wire::frame_with_opcode(0xA, b"ping"), "the pong");
+        assert!(s.is_open());
+    }
+}
+
+#[test]
+fn failures_get_their_close_codes() {
+    let cases: [(Vec<u8>, u16, CloseReason); 4] = [
+        (client(0x81, &[0xff, 0xfe]), 1007, CloseReason::BadUtf8),
+        (client(0x82, &[0; 1001]), 1009, CloseReason::TooBig),
+        (client(0xC1, b"x"), 1002, CloseReason::Protocol), // RSV1 without an extension
+        (vec![0x81, 0x01, b'x'], 1002, CloseReason::Protocol), // unmasked
+    ];
+    for (input, code, reason) in cases {
+        let mut s = session();
+        let (got, out) = run(&mut s, &input, 2);
+        assert!(got.is_empty());
+        assert_eq!(&out[..4], &[0x88, out[1], (code >> 8) as u8, code as u8]);
+        assert_eq!(s.reason(), Some(reason));
+        assert!(matches!(s.phase(), Phase::Lingering { shut: false, .. }));
+        // Nothing after a failure is read as WebSocket.
+        let (got, out) = run(&mut s, &client(0x81, b"late"), 100);
+        assert!(got.is_empty() && out.is_empty());
+    }
+}
+
+#[test]
+fn a_peer_close_is_answered_and_ends_the_session() {
+    let mut s = session();
+    let (_, out) = run(&mut s, &client(0x88, &1000u16.to_be_bytes()), 100);
+    assert_eq!(out, wire::close(1000, ""));
+    assert!(matches!(s.phase(), Phase::Closed { .. }));
+    assert_eq!(s.reason(), Some(CloseReason::Normal));
+    assert!(
+        !s.shut(),
+        "a completed handshake closes, it does not linger"
+    );
+}
+
+#[test]
+fn our_close_waits_for_the_peer_and_ignores_its_data_meanwhile() {
+    let mut s = session();
+    let mut out = Vec::new();
+    let now = Instant::now();
+    s.close(1001, "bye", CloseReason::Shutdown, now, TIMEOUT, &mut out);
+    assert_eq!(out, wire::close(1001, "bye"));
+    assert!(matches!(s.phase(), Phase::Closing { .. }));
+    assert!(!s.expired(now) && s.expired(now + TIMEOUT));
+    let mut input = client(0x81, b"ignored");
+    input.extend(client(0x88, &1001u16.to_be_bytes()));
+    let (got, out) = run(&mut s, &input, 100);
+    assert!(got.is_empty() && out.is_empty(), "no second close frame");
+    assert!(matches!(s.phase(), Phase::Closed { .. }));
+    assert_eq!(s.reason(), Some(CloseReason::Shutdown));
+}
+
+#[test]
+fn rate_and_publish_rights_close_with_1008() {
+    let mut s = Session::new(1000, 2, true, Vec::new(), Instant::now());
+    let three: Vec<u8> = (0..3).flat_map(|_| client(0x81, b"m")).collect();
+    let (got, out) = run(&mut s, &three, 100);
+    assert_eq!(got.len(), 2, "a burst of the rate passes");
+    assert_eq!(out, wire::close(1008, "rate limit"));
+
+    let mut s = Session::new(1000, 0, false, Vec::new(), Instant::now());
+    let (got, out) = run(&mut s, &client(0x81, b"m"), 100);
+    assert!(got.is_empty());
+    assert_eq!((out[0], &out[2..4]), (0x88, &1008u16.to_be_bytes()[..]));
+    assert_eq!(s.reason(), Some(CloseReason::Policy));
+}
+
+#[test]
+fn a_ping_flood_leaves_a_budget_of_pongs_and_counts_toward_the_rate() {
+    let mut flood = Vec::new();
+    for k in 0..10_000u32 {
+        flood.extend(client(0x89, &k.to_be_bytes()));
+    }
+    let mut s = session();
+    let (got, out) = run(&mut s, &flood, 4096);
+    assert!(got.is_empty());
+    assert!(out.len() <= PONG_BUDGET, "{} bytes of pongs", out.len());
+    assert!(
+        out.ends_with(&wire::frame_with_opcode(0xA, &9_999u32.to_be_bytes())),
+        "the latest last"
+    );
+    assert!(s.is_open());
+    let ten: Vec<u8> = (0..10u32)
+        .flat_map(|k| client(0x89, &k.to_be_bytes()))
+        .collect();
+    let (_, out) = run(&mut session(), &ten, ten.len());
+    let want: Vec<u8> = (0..10u32)
+        .flat_map(|k| wire::frame_with_opcode(0xA, &k.to_be_bytes()))
+        .collect();
+    assert_eq!(out, want, "ten pings in one read get ten pongs");
+
+    let mut s = Session::new(1000, 5, true, Vec::new(), Instant::now());
+    let (_, out) = run(&mut s, &flood, 4096);
+    assert_eq!(out, wire::close(1008, "rate limit"), "no pong once failed");
+    assert_eq!(s.reason(), Some(CloseReason::Policy));
+}
+
+#[test]
+fn early_bytes_are_decoded_by_an_empty_feed() {
+    let mut s = Session::new(1000, 0, true, client(0x81, b"early"), Instant::now());
+    let mut got = Vec::new();
+    let now = Instant::now();
+    s.feed(
+        &[],
+        now,
+        TIMEOUT,
+        &mut Vec::new(),
+        &mut Vec::new(),
+        &mut Inflater::new(),
+        &mut |op, p| got.push((op, p.to_vec())),
+    );
+    assert_eq!(got, [(Opcode::Text, b"early".to_vec())]);
+}
