@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use wsrelay::relay::hub::{Envelope, Hub, Recipients, Sink};
+use wsrelay::relay::hub::{Envelope, Hub, Joining, Recipients, Sink};
 use wsrelay::relay::{RoomId, WorkerId};
 
 type Frame = Arc<[u8]>;
@@ -42,7 +42,7 @@ fn one_worker(n: u64, echo: bool) -> (Hub<Frame, Member>, Counting) {
     let mut hub = Hub::new(WorkerId(0), 1, 0);
     let mut sink = Counting::default();
     for m in 0..n {
-        hub.join(ROOM, m, echo, &mut sink);
+        hub.join(ROOM, m, Joining::live(echo), &mut sink);
     }
     (hub, sink)
 }
@@ -62,7 +62,7 @@ impl Pair {
         };
         for m in 0..n {
             let w = (m % 2) as usize;
-            p.hubs[w].join(ROOM, m, true, &mut p.sinks[w]);
+            p.hubs[w].join(ROOM, m, Joining::live(true), &mut p.sinks[w]);
         }
         p.route();
         p

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use wsrelay::relay::hub::{Envelope, Hub, Recipients, Sink};
+use wsrelay::relay::hub::{Envelope, Hub, Joining, Recipients, Sink};
 use wsrelay::relay::{RoomId, WorkerId};
 
 struct Counting;
@@ -75,7 +75,7 @@ fn measure(workers: usize, n: u64) -> (u64, u64, u64) {
     let mut sinks: Vec<Sink0> = (0..workers).map(|_| Sink0::default()).collect();
     for m in 0..n {
         let w = (m % workers as u64) as usize;
-        hubs[w].join(ROOM, m, true, &mut sinks[w]);
+        hubs[w].join(ROOM, m, Joining::live(true), &mut sinks[w]);
     }
     let frame: Frame = Arc::from(&[0x82u8, 3, 1, 2, 3][..]);
     let publisher = workers - 1; // not the owner when there are two

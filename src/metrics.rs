@@ -83,6 +83,11 @@ pub struct Tally {
     pub deflate_bytes_out: u64,
     /// Of `frames_out`, the frames queued compressed.
     pub frames_out_compressed: u64,
+    /// Kept messages queued to members that asked for a replay (`last`, `since`).
+    pub messages_replayed: u64,
+    /// Members that asked to resume (`since`/`epoch`) and got everything they missed, or not.
+    pub resumes_recovered: u64,
+    pub resumes_unrecovered: u64,
     pub closed: [u64; CloseReason::ALL.len()],
 }
 
@@ -95,6 +100,9 @@ impl Tally {
             && self.bytes_out == 0
             && self.deflate_calls == 0
             && self.frames_out_compressed == 0
+            && self.messages_replayed == 0
+            && self.resumes_recovered == 0
+            && self.resumes_unrecovered == 0
             && self.closed.iter().all(|&c| c == 0)
     }
 
@@ -115,6 +123,12 @@ pub struct WorkerCounters {
     deflate_bytes_in: AtomicU64,
     deflate_bytes_out: AtomicU64,
     frames_out_compressed: AtomicU64,
+    messages_replayed: AtomicU64,
+    resumes_recovered: AtomicU64,
+    resumes_unrecovered: AtomicU64,
+    /// Messages and bytes kept by the rooms this worker sequences (gauges, set every pass).
+    kept_messages: AtomicU64,
+    kept_bytes: AtomicU64,
     closed: [AtomicU64; CloseReason::ALL.len()],
     /// When the worker last completed a loop pass, in milliseconds since [`clock_ms`]'s start.
     last_pass: AtomicU64,
@@ -140,6 +154,12 @@ impl WorkerCounters {
         clock_ms().saturating_sub(self.last_pass.load(Relaxed))
     }
 
+    /// What the rooms this worker sequences keep now.
+    pub fn set_kept(&self, messages: usize, bytes: usize) {
+        self.kept_messages.store(messages as u64, Relaxed);
+        self.kept_bytes.store(bytes as u64, Relaxed);
+    }
+
     /// Add a pass's tally and reset it.
     pub fn add(&self, t: &mut Tally) {
         if t.is_zero() {
@@ -156,6 +176,12 @@ impl WorkerCounters {
             .fetch_add(t.deflate_bytes_out, Relaxed);
         self.frames_out_compressed
             .fetch_add(t.frames_out_compressed, Relaxed);
+        self.messages_replayed
+            .fetch_add(t.messages_replayed, Relaxed);
+        self.resumes_recovered
+            .fetch_add(t.resumes_recovered, Relaxed);
+        self.resumes_unrecovered
+            .fetch_add(t.resumes_unrecovered, Relaxed);
         for (c, n) in self.closed.iter().zip(t.closed) {
             if n > 0 {
                 c.fetch_add(n, Relaxed);
@@ -179,6 +205,9 @@ impl WorkerCounters {
             deflate_bytes_in: self.deflate_bytes_in.load(Relaxed),
             deflate_bytes_out: self.deflate_bytes_out.load(Relaxed),
             frames_out_compressed: self.frames_out_compressed.load(Relaxed),
+            messages_replayed: self.messages_replayed.load(Relaxed),
+            resumes_recovered: self.resumes_recovered.load(Relaxed),
+            resumes_unrecovered: self.resumes_unrecovered.load(Relaxed),
             closed,
         }
     }
@@ -223,7 +252,10 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// The Prometheus text exposition (format 0.0.4) of everything.
 pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounters>]) -> String {
     let mut sum = Tally::default();
+    let (mut kept_messages, mut kept_bytes) = (0, 0);
     for w in workers {
+        kept_messages += w.kept_messages.load(Relaxed);
+        kept_bytes += w.kept_bytes.load(Relaxed);
         let s = w.snapshot();
         sum.messages_in += s.messages_in;
         sum.frames_out += s.frames_out;
@@ -234,6 +266,9 @@ pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounter
         sum.deflate_bytes_in += s.deflate_bytes_in;
         sum.deflate_bytes_out += s.deflate_bytes_out;
         sum.frames_out_compressed += s.frames_out_compressed;
+        sum.messages_replayed += s.messages_replayed;
+        sum.resumes_recovered += s.resumes_recovered;
+        sum.resumes_unrecovered += s.resumes_unrecovered;
         for (a, b) in sum.closed.iter_mut().zip(s.closed) {
             *a += b;
         }
@@ -270,6 +305,16 @@ pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounter
             "wsrelay_config_last_reload_successful",
             "1 unless the last reload (SIGHUP) was refused and none has succeeded since.",
             u64::from(!acceptor.last_reload_failed),
+        ),
+        (
+            "wsrelay_history_messages",
+            "Messages kept for replay and resume (history_size), all rooms.",
+            kept_messages,
+        ),
+        (
+            "wsrelay_history_bytes",
+            "Bytes of kept messages, all rooms (capped by history_memory).",
+            kept_bytes,
         ),
     ];
     for (name, help, v) in gauges {
@@ -328,6 +373,11 @@ pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounter
             sum.reads_paused,
         ),
         (
+            "wsrelay_messages_replayed_total",
+            "Kept messages replayed to members that asked (?last=, ?since=).",
+            sum.messages_replayed,
+        ),
+        (
             "wsrelay_slow_consumer_disconnects_total",
             "Clients closed because their send queue passed send_queue_limit.",
             sum.closed[CloseReason::SlowConsumer as usize],
@@ -363,6 +413,18 @@ pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounter
             "wsrelay_handshakes_refused_total{{status=\"{status}\"}} {n}"
         );
     }
+    family(
+        &mut o,
+        "wsrelay_resumes_total",
+        "counter",
+        "Members that asked to resume (since/epoch), by outcome: recovered (got every message they \
+         missed) or unrecovered (got none, told recovered:false).",
+    );
+    let _ = writeln!(
+        o,
+        "wsrelay_resumes_total{{outcome=\"recovered\"}} {}\nwsrelay_resumes_total{{outcome=\"unrecovered\"}} {}",
+        sum.resumes_recovered, sum.resumes_unrecovered
+    );
     family(
         &mut o,
         "wsrelay_config_reloads_total",

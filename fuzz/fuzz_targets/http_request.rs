@@ -1,7 +1,8 @@
 //! The upgrade request head as it comes off the socket: `wsrelay::http::parse` on arbitrary
 //! bytes under two head-size limits, then everything the acceptor builds from what it parsed —
 //! the 101, every refusal, the subprotocol choice, the client address from `X-Forwarded-For`,
-//! the token lookup — with the answers checked to be well-formed HTTP.
+//! the token lookup, the history query (`last`, `since`, `epoch`) — with the answers checked to be
+//! well-formed HTTP.
 
 #![no_main]
 
@@ -70,6 +71,13 @@ fuzz_target!(|data: &[u8]| {
             untrusted,
             "X-Forwarded-For believed from an untrusted peer"
         );
+
+        // The history query: a request, or a one-line reason for the 400.
+        match wsrelay::relay::history::parse_want(request.query.as_deref(), 100) {
+            Ok(wsrelay::relay::history::Want::Last(n)) => assert!(n <= 100),
+            Ok(_) => {}
+            Err(why) => assert!(!why.is_empty() && !why.contains('\n')),
+        }
 
         if let Ok(token) =
             wsrelay::auth::token_in(request.query.as_deref(), request.authorization.as_deref())

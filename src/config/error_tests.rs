@@ -6,7 +6,7 @@ fn syntax_unknown_keys_and_wrong_types_are_reported_where_they_are() {
     let fields = "`listen`, `workers`, `max_connections`, `max_connections_per_ip`, \
                   `handshake_timeout`, `ping_interval`, `idle_timeout`, `close_timeout`, \
                   `max_message_size`, `max_header_size`, `send_queue_limit`, `shutdown_grace`, \
-                  `trusted_proxies`, `demo_page`, `colocate_members`";
+                  `trusted_proxies`, `demo_page`, `colocate_members`, `history_memory`";
     assert_eq!(
         err("[server]\nworkrs = 1\n"),
         format!("2:1: unknown field `workrs`, expected one of {fields}")
@@ -15,7 +15,7 @@ fn syntax_unknown_keys_and_wrong_types_are_reported_where_they_are() {
         err("[[room]]\npath = \"/chat\"\nehco = true\n"),
         "3:1: unknown field `ehco`, expected one of `path`, `subprotocols`, `max_members`, `echo`, \
          `allowed_origins`, `max_message_size`, `max_messages_per_second`, `auth`, \
-         `compression`, `compression_min_size`"
+         `compression`, `compression_min_size`, `history_size`, `history_ttl`"
     );
     assert_eq!(
         err("[sever]\n"),
@@ -271,6 +271,14 @@ fn room_keys_are_checked() {
     assert_eq!(
         e("max_message_size = \"4GiB\""),
         "3:20: room \"/chat\": max_message_size must be at most 1GiB"
+    );
+    assert_eq!(
+        e("history_size = 100001"),
+        "3:16: room \"/chat\": history_size must be at most 100000 (kept messages per room)"
+    );
+    assert_eq!(
+        e("history_ttl = \"0s\""),
+        "3:15: room \"/chat\": history_ttl must be greater than 0 (use history_size = 0 for no history)"
     );
     assert_eq!(
         e("compression_min_size = -1"),

@@ -117,6 +117,20 @@ pub const DEFAULT_COMPRESSION: bool = false;
 /// saves nothing at 64 bytes and about 15% (18 bytes) at 128, against a 2-3 µs reset of the
 /// compressor per message and an inflate on every recipient; from 256 bytes it saves a third.
 pub const DEFAULT_COMPRESSION_MIN_SIZE: usize = 128;
+/// Messages a room keeps for `?last=N` and resuming: none, as before history existed. A room that
+/// wants them says how many.
+pub const DEFAULT_HISTORY_SIZE: usize = 0;
+/// Upper bound for `history_size`: a room keeping more is a message store, not a relay.
+pub const HISTORY_SIZE_CEILING: usize = 100_000;
+/// How long a kept message stays: long enough for a phone asleep over lunch to resume, short
+/// enough that an abandoned room's history does not live on for days.
+pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(3600);
+/// Bytes of kept messages in all rooms together (each worker keeps its share for the rooms it
+/// sequences); past it the oldest messages of the largest rooms go first. 256 MiB: 100 busy rooms
+/// of 1,000 messages of 2 KiB, on a machine that holds 250,000 idle connections in the same.
+pub const DEFAULT_HISTORY_MEMORY: usize = 256 * MIB as usize;
+/// Lower bound for `history_memory`: one full-size message per worker must fit.
+pub const HISTORY_MEMORY_FLOOR: usize = MIB as usize;
 
 /// Upper bound for `workers`: far past any machine we run on; a typo like 10000 fails instead.
 pub const MAX_WORKERS: usize = 1024;
@@ -169,6 +183,8 @@ pub struct ServerConfig {
     /// A room's first `colocate_members` members are placed on the worker that sequences the
     /// room; later ones are spread over all workers. 0: always spread.
     pub colocate_members: usize,
+    /// Bytes of kept messages, all rooms together (see [`DEFAULT_HISTORY_MEMORY`]).
+    pub history_memory: usize,
 }
 
 /// One `[[room]]`.
@@ -195,6 +211,10 @@ pub struct RoomConfig {
     pub compression: bool,
     /// Messages shorter than this are sent plain even with `compression` on.
     pub compression_min_size: usize,
+    /// Messages kept for replay and resume (0: none).
+    pub history_size: usize,
+    /// A kept message is dropped after this long.
+    pub history_ttl: Duration,
 }
 
 /// A room's `auth` key: who may join it.
@@ -324,6 +344,9 @@ impl Config {
                 auth: DEFAULT_ROOM_AUTH,
                 compression: true,
                 compression_min_size: DEFAULT_COMPRESSION_MIN_SIZE,
+                // The demo chat shows a newcomer the room's recent messages and resumes.
+                history_size: 100,
+                history_ttl: DEFAULT_HISTORY_TTL,
             }],
         }
     }
@@ -360,6 +383,7 @@ impl Default for ServerConfig {
             trusted_proxies: DEFAULT_TRUSTED_PROXIES.to_vec(),
             demo_page: DEFAULT_DEMO_PAGE,
             colocate_members: DEFAULT_COLOCATE_MEMBERS,
+            history_memory: DEFAULT_HISTORY_MEMORY,
         }
     }
 }

@@ -44,6 +44,7 @@ pub(super) struct RawServer {
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub demo_page: Option<bool>,
     pub colocate_members: Option<usize>,
+    pub history_memory: Option<Spanned<RawSize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -59,6 +60,8 @@ pub(super) struct RawRoom {
     pub auth: Option<Spanned<RoomAuth>>,
     pub compression: Option<bool>,
     pub compression_min_size: Option<Spanned<RawSize>>,
+    pub history_size: Option<Spanned<usize>>,
+    pub history_ttl: Option<Spanned<RawDuration>>,
 }
 
 /// `listen`: one address or a list of them.

@@ -7,7 +7,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::raw::RawRoom;
-use super::validate::{Invalid, check_fits_queue, size};
+use super::validate::{Invalid, check_fits_queue, duration, size};
 use super::*;
 
 /// A validated room, with the span of its path for the duplicate check.
@@ -110,6 +110,24 @@ fn room_keys(
         MESSAGE_SIZE_CEILING,
     )?;
 
+    let history_size = match raw.history_size {
+        Some(n) if *n.get_ref() > HISTORY_SIZE_CEILING => {
+            let message = format!(
+                "history_size must be at most {HISTORY_SIZE_CEILING} (kept messages per room)"
+            );
+            return Err(Invalid::new(n.span(), message));
+        }
+        Some(n) => n.into_inner(),
+        None => DEFAULT_HISTORY_SIZE,
+    };
+    let (history_ttl, ttl_span) = duration("history_ttl", raw.history_ttl, DEFAULT_HISTORY_TTL)?;
+    if let Some(span) = ttl_span
+        && history_ttl.is_zero()
+    {
+        let message = "history_ttl must be greater than 0 (use history_size = 0 for no history)";
+        return Err(Invalid::new(span, message));
+    }
+
     Ok(RoomConfig {
         pattern: path.ends_with("/*"),
         path,
@@ -124,6 +142,8 @@ fn room_keys(
         auth,
         compression: raw.compression.unwrap_or(DEFAULT_COMPRESSION),
         compression_min_size,
+        history_size,
+        history_ttl,
     })
 }
 

@@ -71,6 +71,8 @@ fn a_room_gets_every_room_default() {
         auth: RoomAuth::None,
         compression: false,
         compression_min_size: 128,
+        history_size: 0,
+        history_ttl: Duration::from_secs(3600),
     };
     assert_eq!(config.rooms, vec![expected]);
 }
@@ -105,6 +107,8 @@ fn every_key_can_be_set() {
         auth = "jwt"
         compression = true
         compression_min_size = "1KiB"
+        history_size = 500
+        history_ttl = "10m"
 
         [auth]
         jwt_secret = "0123456789abcdef0123456789abcdef"
@@ -147,6 +151,10 @@ fn every_key_can_be_set() {
         (20, RoomAuth::Jwt)
     );
     assert_eq!((room.compression, room.compression_min_size), (true, 1024));
+    assert_eq!(
+        (room.history_size, room.history_ttl),
+        (500, Duration::from_secs(600))
+    );
     assert_eq!(
         config.auth.unwrap().jwt_secret.expose(),
         b"0123456789abcdef0123456789abcdef"
@@ -337,7 +345,7 @@ fn the_shipped_example_documents_every_key() {
     };
     let (server, room) = (keys("[server]"), keys("[[room]]\npath = \"/x\""));
     let auth = keys("[auth]");
-    assert_eq!((server.len(), room.len(), auth.len()), (15, 10, 2));
+    assert_eq!((server.len(), room.len(), auth.len()), (16, 12, 2));
     for key in server.into_iter().chain(room).chain(auth) {
         assert!(
             documented(&key),

@@ -262,6 +262,14 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig, Invalid> {
         check_fits_queue(max_message_size, send_queue_limit, span)?;
     }
 
+    let history_memory = size(
+        "history_memory",
+        raw.history_memory,
+        DEFAULT_HISTORY_MEMORY,
+        HISTORY_MEMORY_FLOOR,
+        usize::MAX,
+    )?;
+
     let trusted_proxies = match raw.trusted_proxies {
         None => DEFAULT_TRUSTED_PROXIES.to_vec(),
         Some(list) => list
@@ -292,6 +300,7 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig, Invalid> {
         trusted_proxies,
         demo_page: raw.demo_page.unwrap_or(DEFAULT_DEMO_PAGE),
         colocate_members: raw.colocate_members.unwrap_or(DEFAULT_COLOCATE_MEMBERS),
+        history_memory,
     })
 }
 
@@ -368,7 +377,7 @@ pub(super) fn at_least_one(
 }
 
 /// A duration key: its value (or the default) and the span of the value when written.
-fn duration(
+pub(super) fn duration(
     key: &str,
     raw: Option<Spanned<RawDuration>>,
     default: Duration,

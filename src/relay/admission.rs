@@ -106,13 +106,18 @@ impl Admission {
     }
 
     /// A connection admitted with `ticket` is gone. Returns the room when that was its last
-    /// member: the room is over (its id is never used again), and its owner may forget it.
-    /// Releasing an unknown ticket is ignored.
-    pub fn release(&mut self, ticket: Ticket) -> Option<RoomId> {
+    /// member and the room does not linger: the room is over (its id is never used again), and
+    /// its owner may forget it. A room whose path `lingers` (it keeps messages) stays, with no
+    /// members, until [`Self::expire`]. Releasing an unknown ticket is ignored.
+    pub fn release(
+        &mut self,
+        ticket: Ticket,
+        lingers: impl FnOnce(&str) -> bool,
+    ) -> Option<RoomId> {
         let slot = self.by_id.get_mut(&ticket.room)?;
         slot.members -= 1;
         let mut closed = None;
-        if slot.members == 0 {
+        if slot.members == 0 && !lingers(&slot.path) {
             let slot = self.by_id.remove(&ticket.room).expect("present");
             self.by_path.remove(&slot.path);
             closed = Some(ticket.room);
@@ -127,6 +132,19 @@ impl Admission {
         closed
     }
 
+    /// The owner of a lingering room found it idle (no members it knows of, nothing kept). True
+    /// when the room is over now (no member was admitted meanwhile): its id is never used again.
+    pub fn expire(&mut self, room: RoomId) -> bool {
+        match self.by_id.get(&room) {
+            Some(slot) if slot.members == 0 => {
+                let slot = self.by_id.remove(&room).expect("present");
+                self.by_path.remove(&slot.path);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Connections admitted and not yet released.
     pub fn open(&self) -> usize {
         self.open
@@ -134,7 +152,7 @@ impl Admission {
 
     /// Rooms with at least one member.
     pub fn rooms(&self) -> usize {
-        self.by_id.len()
+        self.by_id.values().filter(|s| s.members > 0).count()
     }
 
     /// The room's path, while it has members.
@@ -174,9 +192,9 @@ mod tests {
         assert_eq!(a.admit("/a", 2, ip(3)), Err(Refusal::RoomFull));
         a.admit("/b", 2, ip(1)).unwrap();
         assert_eq!(a.admit("/c", 2, ip(9)), Err(Refusal::ServerFull));
-        a.release(t1);
+        a.release(t1, |_| false);
         let t3 = a.admit("/c", 2, ip(4)).unwrap();
-        a.release(t3);
+        a.release(t3, |_| false);
         a.admit("/c", 2, ip(1)).unwrap();
         a.set_limits(4, 2);
         assert_eq!(a.admit("/d", 2, ip(1)), Err(Refusal::TooManyFromAddress));
@@ -196,7 +214,10 @@ mod tests {
         let mut a = Admission::new(100, 0);
         let tickets: Vec<Ticket> = (0..50).map(|_| a.admit("/a", 0, ip(1)).unwrap()).collect();
         assert_eq!(a.members("/a"), 50);
-        let closed: Vec<_> = tickets.into_iter().filter_map(|t| a.release(t)).collect();
+        let closed: Vec<_> = tickets
+            .into_iter()
+            .filter_map(|t| a.release(t, |_| false))
+            .collect();
         assert_eq!(closed.len(), 1, "only the last release closes the room");
     }
 
@@ -206,15 +227,36 @@ mod tests {
         let t = a.admit("/rooms/x", 5, ip(1)).unwrap();
         assert_eq!(a.path_of(t.room), Some("/rooms/x"));
         assert_eq!(
-            a.release(t),
+            a.release(t, |_| false),
             Some(t.room),
             "the last member closes the room"
         );
         assert_eq!(a.rooms(), 0);
         let t2 = a.admit("/rooms/x", 5, ip(1)).unwrap();
         assert_ne!(t.room, t2.room);
-        a.release(t); // stale: ignored
+        a.release(t, |_| false); // stale: ignored
         assert_eq!(a.members("/rooms/x"), 1);
+    }
+
+    #[test]
+    fn a_room_with_history_lingers_until_its_owner_finds_it_idle() {
+        let mut a = Admission::new(10, 0);
+        let t = a.admit("/h", 5, ip(1)).unwrap();
+        assert_eq!(
+            a.release(t, |p| p == "/h"),
+            None,
+            "it keeps messages: it stays"
+        );
+        assert_eq!((a.rooms(), a.open()), (0, 0));
+        // A member joining while it lingers joins the same room (same epoch, same history).
+        let t2 = a.admit("/h", 5, ip(1)).unwrap();
+        assert_eq!(t2.room, t.room);
+        assert!(!a.expire(t.room), "a member is on its way: not over");
+        assert_eq!(a.release(t2, |_| true), None);
+        assert!(a.expire(t.room));
+        assert!(!a.expire(t.room), "once");
+        let t3 = a.admit("/h", 5, ip(1)).unwrap();
+        assert_ne!(t3.room, t.room, "over: a new room");
     }
 
     #[test]
@@ -226,7 +268,7 @@ mod tests {
             for _ in 0..3_000 {
                 if rng.below(2) == 0 && !held.is_empty() {
                     let (t, _) = held.swap_remove(rng.below(held.len()));
-                    a.release(t);
+                    a.release(t, |_| false);
                 } else {
                     let path = format!("/r/{}", rng.below(8));
                     let who = ip(rng.below(12) as u8);
@@ -247,7 +289,7 @@ mod tests {
                 }
             }
             for (t, _) in held.drain(..) {
-                a.release(t);
+                a.release(t, |_| false);
             }
             assert_eq!((a.open(), a.rooms()), (0, 0), "seed {seed}");
             assert!(a.per_address.is_empty(), "seed {seed}");

@@ -16,15 +16,26 @@
 //! coming and going in between never restart the sequence. The record's end is the caller's
 //! decision, so a room can outlive its members (history will keep it).
 //!
+//! **History.** The owner keeps a room's latest messages (`Keep`, see `history`). A member that
+//! asks for a replay (`Want`) is admitted only when the owner's answer (`Fetched`) comes back on
+//! the FIFO link: it carries the replay, and every message sequenced after it follows it, so the
+//! replay and the live messages meet with no gap and no duplicate. The kept messages of all the
+//! rooms a hub owns stay under its `memory`; past it the oldest messages of the largest rooms go.
+//! A room whose workers are gone and whose history is empty is reported (`Hub::take_idle`) so
+//! the acceptor, which alone knows whether a member is on its way, can end it.
+//!
 //! The hub is sans-IO: it is generic over the frame `F` (the server uses a shared, already encoded
 //! frame) and the member handle `M` (the server uses its connection id), and it speaks only through
 //! a [`Sink`]. The server carries the envelopes between threads and writes the frames to sockets.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
 
 use slab::Slab;
 
+use super::history::{History, Keep, Message, Want};
 use super::{RoomId, WorkerId};
 
 /// One incarnation of a room: random, so a client can tell a room that restarted (and whose
@@ -54,6 +65,9 @@ pub enum Envelope<F, M> {
         room: RoomId,
         from: WorkerId,
         ticket: u64,
+        /// The room's path (for the owner's records) and history settings.
+        path: Arc<str>,
+        keep: Keep,
     },
     /// The owner registered the `Join` with `ticket`; `seq` is the last number it had sequenced.
     Joined {
@@ -64,6 +78,25 @@ pub enum Envelope<F, M> {
     },
     /// `from` has no members of `room` left.
     Leave { room: RoomId, from: WorkerId },
+    /// A member of `from` (joined as `key`, request `ticket`) wants a replay before live
+    /// messages.
+    Fetch {
+        room: RoomId,
+        from: WorkerId,
+        member: M,
+        key: MemberKey,
+        ticket: u64,
+        want: Want,
+    },
+    /// The owner's answer to `Fetch`: `seq` is the last number it had sequenced, `replay` the
+    /// kept messages the member gets first (all of those it asked for, or none).
+    Fetched {
+        room: RoomId,
+        member: M,
+        key: MemberKey,
+        ticket: u64,
+        welcome: Welcome<F>,
+    },
     /// A member's message, on its way to the room's owner to be sequenced.
     Publish {
         room: RoomId,
@@ -86,17 +119,71 @@ pub trait Sink<F, M> {
     fn send(&mut self, to: WorkerId, envelope: Envelope<F, M>);
     /// Give one sequenced message to local members. Called once per (message, worker).
     fn deliver(&mut self, room: RoomId, seq: u64, frame: &F, to: Recipients<'_, M>);
-    /// `member` is now a member of `room`: it gets every message sequenced after `seq`. Called
-    /// once per member, from [`Hub::join`] itself when the worker is already registered with the
-    /// owner, else when the owner's acknowledgement arrives.
-    fn admitted(&mut self, room: RoomId, member: M, epoch: Epoch, seq: u64) {
-        let _ = (room, member, epoch, seq);
+    /// `member` is now a member of `room`: it gets `welcome.replay`, then every message
+    /// sequenced after `welcome.seq`. Called once per member, from [`Hub::join`] itself when the
+    /// worker is already registered with the owner and no replay is wanted, else when the owner's
+    /// answer arrives.
+    fn admitted(&mut self, room: RoomId, member: M, welcome: Welcome<F>) {
+        let _ = (room, member, welcome);
     }
 }
 
-/// The local members a message goes to: a room's members minus the sender when echo is off.
+/// What a member learns on admission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome<F> {
+    pub epoch: Epoch,
+    /// The room's last sequence number: live messages start after it.
+    pub seq: u64,
+    /// It asked to resume (`Want::Since`) and gets everything it missed.
+    pub recovered: bool,
+    /// Kept messages it gets before live ones, oldest first, with their numbers.
+    pub replay: Vec<(u64, F)>,
+}
+
+/// What a member of a local room is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// The owner's `Joined` for this worker.
+    Joining,
+    /// The owner's `Fetched` for this member.
+    Fetching,
+    /// Nothing: it gets the room's messages.
+    In,
+}
+
+/// What [`Hub::join`] needs to know of a member's room and request.
+#[derive(Debug, Clone, Copy)]
+pub struct Joining<'a> {
+    /// The room's `echo`; the first member's value holds for the local room.
+    pub echo: bool,
+    pub path: &'a str,
+    pub keep: Keep,
+    pub want: Want,
+}
+
+impl Joining<'static> {
+    /// A member of a room without history that asks for nothing but live messages.
+    pub fn live(echo: bool) -> Self {
+        Joining {
+            echo,
+            path: "",
+            keep: Keep::NONE,
+            want: Want::Live,
+        }
+    }
+}
+
+/// Kept messages, over the rooms a hub owns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Kept {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+/// The local members a message goes to: a room's admitted members minus the sender when echo
+/// is off.
 pub struct Recipients<'a, M> {
-    members: slab::Iter<'a, M>,
+    members: slab::Iter<'a, (M, State)>,
     skip: Option<M>,
 }
 
@@ -107,8 +194,8 @@ impl<M: Copy + PartialEq> Iterator for Recipients<'_, M> {
         let skip = self.skip;
         self.members
             .by_ref()
-            .map(|(_, &m)| m)
-            .find(|&m| Some(m) != skip)
+            .find(|(_, (m, state))| *state == State::In && Some(*m) != skip)
+            .map(|(_, &(m, _))| m)
     }
 }
 
@@ -117,7 +204,7 @@ impl<M: Copy + PartialEq> Iterator for Recipients<'_, M> {
 pub struct MemberKey(usize);
 
 struct LocalRoom<M> {
-    members: Slab<M>,
+    members: Slab<(M, State)>,
     echo: bool,
     /// The ticket of this worker's `Join`, until the owner's `Joined` arrives; members wait
     /// (and get no messages) meanwhile.
@@ -126,14 +213,22 @@ struct LocalRoom<M> {
     /// admitted now gets every message after `seq`.
     epoch: Epoch,
     seq: u64,
+    /// Members waiting for their replay: their key and the ticket of their `Fetch`, so that an
+    /// answer meant for an earlier member with the same key is told apart.
+    fetching: Vec<(usize, u64)>,
 }
 
-struct OwnedRoom {
+struct OwnedRoom<F> {
     epoch: Epoch,
     /// The number the next message gets; the first is 1.
     next_seq: u64,
     /// Workers with members, in the order they joined. A handful at most: a Vec beats a set.
     workers: Vec<WorkerId>,
+    path: Arc<str>,
+    keep: Keep,
+    history: History<F>,
+    /// Reported by `take_idle` since it last had workers or kept messages.
+    reported: bool,
 }
 
 /// One worker's rooms. See the module doc for the protocol.
@@ -141,14 +236,21 @@ pub struct Hub<F, M> {
     me: WorkerId,
     workers: usize,
     local: HashMap<RoomId, LocalRoom<M>>,
-    owned: HashMap<RoomId, OwnedRoom>,
+    owned: HashMap<RoomId, OwnedRoom<F>>,
     next_ticket: u64,
+    /// The time the caller last gave (`set_clock`): when kept messages were kept.
+    now: Instant,
+    /// Bytes of kept messages this hub may hold, all its rooms together.
+    memory: usize,
+    kept: Kept,
+    /// Owned rooms that may have become idle (no workers, nothing kept).
+    maybe_idle: Vec<RoomId>,
     /// splitmix64 state for epochs.
     rng: u64,
     _frame: std::marker::PhantomData<fn(F)>,
 }
 
-impl<F: Clone, M: Copy + PartialEq> Hub<F, M> {
+impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
     /// The hub of worker `me` among `workers` workers. `seed` makes its room epochs: pass a
     /// random one, so that a restarted daemon's rooms never reuse an epoch.
     pub fn new(me: WorkerId, workers: usize, seed: u64) -> Self {
@@ -162,39 +264,90 @@ impl<F: Clone, M: Copy + PartialEq> Hub<F, M> {
             local: HashMap::new(),
             owned: HashMap::new(),
             next_ticket: 0,
+            now: Instant::now(),
+            memory: usize::MAX,
+            kept: Kept::default(),
+            maybe_idle: Vec::new(),
             rng: seed,
             _frame: std::marker::PhantomData,
         }
     }
 
     /// Add a local member. The first local member of a room registers this worker with the
-    /// owner; until the owner acknowledges it, members wait. [`Sink::admitted`] tells when each
-    /// member is in (during this call when the worker is registered already). `echo` is the
-    /// room's setting; the first member's value holds for the local room.
+    /// owner; until the owner acknowledges it, members wait. A member that wants a replay waits
+    /// for the owner's answer to its own request. [`Sink::admitted`] tells when each member is in
+    /// (during this call when the worker is registered already and no replay is wanted).
     pub fn join(
         &mut self,
         room: RoomId,
         member: M,
-        echo: bool,
+        joining: Joining<'_>,
         sink: &mut impl Sink<F, M>,
     ) -> MemberKey {
         let local = self.local.entry(room).or_insert_with(|| LocalRoom {
             members: Slab::new(),
-            echo,
+            echo: joining.echo,
             pending: None,
             epoch: Epoch(0),
             seq: 0,
+            fetching: Vec::new(),
         });
         let first = local.members.is_empty();
-        let key = MemberKey(local.members.insert(member));
-        if first {
-            let ticket = self.next_ticket;
+        let fetches = joining.want.fetches();
+        let state = if fetches {
+            State::Fetching
+        } else if first || local.pending.is_some() {
+            State::Joining
+        } else {
+            State::In
+        };
+        let key = MemberKey(local.members.insert((member, state)));
+        if state == State::In {
+            let welcome = Welcome {
+                epoch: local.epoch,
+                seq: local.seq,
+                recovered: false,
+                replay: Vec::new(),
+            };
+            sink.admitted(room, member, welcome);
+        }
+        let from = self.me;
+        let join_ticket = first.then(|| {
             self.next_ticket += 1;
-            local.pending = Some(ticket);
-            let from = self.me;
-            self.send_to_owner(room, Envelope::Join { room, from, ticket }, sink);
-        } else if local.pending.is_none() {
-            sink.admitted(room, member, local.epoch, local.seq);
+            self.next_ticket - 1
+        });
+        let fetch_ticket = fetches.then(|| {
+            self.next_ticket += 1;
+            self.next_ticket - 1
+        });
+        if let Some(t) = join_ticket {
+            local.pending = Some(t);
+        }
+        if let Some(t) = fetch_ticket {
+            local.fetching.push((key.0, t));
+        }
+        if let Some(ticket) = join_ticket {
+            let (path, keep) = (Arc::from(joining.path), joining.keep);
+            let join = Envelope::Join {
+                room,
+                from,
+                ticket,
+                path,
+                keep,
+            };
+            self.send_to_owner(room, join, sink);
+        }
+        if let Some(ticket) = fetch_ticket {
+            let want = joining.want;
+            let fetch = Envelope::Fetch {
+                room,
+                from,
+                member,
+                key,
+                ticket,
+                want,
+            };
+            self.send_to_owner(room, fetch, sink);
         }
         key
     }
@@ -205,7 +358,11 @@ impl<F: Clone, M: Copy + PartialEq> Hub<F, M> {
         let Some(local) = self.local.get_mut(&room) else {
             return;
         };
-        if local.members.try_remove(key.0).is_none() || !local.members.is_empty() {
+        if local.members.try_remove(key.0).is_none() {
+            return;
+        }
+        local.fetching.retain(|f| f.0 != key.0);
+        if !local.members.is_empty() {
             return;
         }
         self.local.remove(&room);
@@ -233,12 +390,23 @@ impl<F: Clone, M: Copy + PartialEq> Hub<F, M> {
     /// An envelope from another worker (or from this one, routed through [`Self::publish`] etc.).
     pub fn handle(&mut self, envelope: Envelope<F, M>, sink: &mut impl Sink<F, M>) {
         match envelope {
-            Envelope::Join { room, from, ticket } => {
+            Envelope::Join {
+                room,
+                from,
+                ticket,
+                path,
+                keep,
+            } => {
                 let owned = self.owned.entry(room).or_insert_with(|| OwnedRoom {
                     epoch: Epoch(splitmix64(&mut self.rng)),
                     next_seq: 1,
                     workers: Vec::new(),
+                    path,
+                    keep,
+                    history: History::default(),
+                    reported: false,
                 });
+                owned.reported = false;
                 if !owned.workers.contains(&from) {
                     owned.workers.push(from);
                 }
@@ -272,13 +440,91 @@ impl<F: Clone, M: Copy + PartialEq> Hub<F, M> {
                 local.pending = None;
                 local.epoch = epoch;
                 local.seq = seq;
-                for (_, &m) in &local.members {
-                    sink.admitted(room, m, epoch, seq);
+                for (_, (m, state)) in &mut local.members {
+                    if *state == State::Joining {
+                        *state = State::In;
+                        let replay = Vec::new();
+                        let welcome = Welcome {
+                            epoch,
+                            seq,
+                            recovered: false,
+                            replay,
+                        };
+                        sink.admitted(room, *m, welcome);
+                    }
                 }
             }
             Envelope::Leave { room, from } => {
                 if let Some(owned) = self.owned.get_mut(&room) {
                     owned.workers.retain(|&w| w != from);
+                    if owned.workers.is_empty() {
+                        self.maybe_idle.push(room);
+                    }
+                }
+            }
+            Envelope::Fetch {
+                room,
+                from,
+                member,
+                key,
+                ticket,
+                want,
+            } => {
+                // The worker's Join came first on the same link: the record exists.
+                let Some(owned) = self.owned.get(&room) else {
+                    return;
+                };
+                let last = owned.next_seq - 1;
+                let (recovered, replay) = match want {
+                    Want::Live => (false, Vec::new()),
+                    Want::Last(n) => (false, owned.history.last(n as usize)),
+                    Want::Since { seq, epoch } if epoch == owned.epoch.0 => {
+                        match owned.history.since(seq, last) {
+                            Some(replay) => (true, replay),
+                            None => (false, Vec::new()),
+                        }
+                    }
+                    Want::Since { .. } => (false, Vec::new()),
+                };
+                let welcome = Welcome {
+                    epoch: owned.epoch,
+                    seq: last,
+                    recovered,
+                    replay,
+                };
+                let fetched = Envelope::Fetched {
+                    room,
+                    member,
+                    key,
+                    ticket,
+                    welcome,
+                };
+                if from == self.me {
+                    self.handle(fetched, sink);
+                } else {
+                    sink.send(from, fetched);
+                }
+            }
+            Envelope::Fetched {
+                room,
+                member,
+                key,
+                ticket,
+                welcome,
+            } => {
+                // Gone meanwhile (it left, or the worker left the room and came back): ignored.
+                let Some(local) = self.local.get_mut(&room) else {
+                    return;
+                };
+                let Some(i) = local.fetching.iter().position(|&f| f == (key.0, ticket)) else {
+                    return;
+                };
+                local.fetching.swap_remove(i);
+                if let Some((m, state)) = local.members.get_mut(key.0)
+                    && *m == member
+                {
+                    *state = State::In;
+                    sink.admitted(room, member, welcome);
                 }
             }
             Envelope::Publish {
@@ -296,9 +542,74 @@ impl<F: Clone, M: Copy + PartialEq> Hub<F, M> {
     }
 
     /// The room is over (no member anywhere, and its id is never used again): the owner forgets
-    /// its epoch and sequence. Called on the owner; ignored elsewhere.
+    /// its epoch, sequence and kept messages. Called on the owner; ignored elsewhere.
     pub fn close(&mut self, room: RoomId) {
-        self.owned.remove(&room);
+        if let Some(owned) = self.owned.remove(&room) {
+            self.kept.messages -= owned.history.len();
+            self.kept.bytes -= owned.history.bytes();
+        }
+    }
+
+    /// The time now, for the messages kept from here on and for [`Self::expire`].
+    pub fn set_clock(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// Bytes of kept messages this hub may hold over all its rooms.
+    pub fn set_memory(&mut self, bytes: usize) {
+        self.memory = bytes;
+        self.enforce_memory();
+    }
+
+    /// New history settings for the owned rooms (a reload): `keep_of` gives a room's from its
+    /// path, `None` when no room matches it any more (it keeps nothing then). Lower settings
+    /// trim at once.
+    pub fn set_keep(&mut self, keep_of: impl Fn(&str) -> Option<Keep>) {
+        for (&room, owned) in &mut self.owned {
+            owned.keep = keep_of(&owned.path).unwrap_or(Keep::NONE);
+            let (n, bytes) = (owned.history.len(), owned.history.bytes());
+            owned.history.trim(owned.keep.size);
+            owned.history.expire(self.now, owned.keep.ttl);
+            self.kept.messages -= n - owned.history.len();
+            self.kept.bytes -= bytes - owned.history.bytes();
+            if owned.history.is_empty() {
+                self.maybe_idle.push(room);
+            }
+        }
+    }
+
+    /// Drop the kept messages past their room's `history_ttl` (at the time of `set_clock`).
+    pub fn expire(&mut self) {
+        for (&room, owned) in &mut self.owned {
+            if owned.history.is_empty() {
+                continue;
+            }
+            let n = owned.history.len();
+            self.kept.bytes -= owned.history.expire(self.now, owned.keep.ttl);
+            self.kept.messages -= n - owned.history.len();
+            if owned.history.is_empty() {
+                self.maybe_idle.push(room);
+            }
+        }
+    }
+
+    /// Owned rooms with no workers and nothing kept, each reported once until it has either
+    /// again: the acceptor ends those that have no member on the way ([`Self::close`]).
+    pub fn take_idle(&mut self) -> Vec<RoomId> {
+        let mut idle = std::mem::take(&mut self.maybe_idle);
+        idle.retain(|room| match self.owned.get_mut(room) {
+            Some(o) if o.workers.is_empty() && o.history.is_empty() && !o.reported => {
+                o.reported = true;
+                true
+            }
+            _ => false,
+        });
+        idle
+    }
+
+    /// Kept messages over the rooms this hub owns.
+    pub fn kept(&self) -> Kept {
+        self.kept
     }
 
     /// A reload changed the room's `echo`.
@@ -333,6 +644,36 @@ impl<F: Clone, M: Copy + PartialEq> Hub<F, M> {
         self.owned.get(&room).map(|o| (o.epoch, o.next_seq - 1))
     }
 
+    /// Drop the oldest kept messages of the largest rooms until the hub holds at most 15/16 of
+    /// its `memory` (so the next messages do not each start an eviction).
+    fn enforce_memory(&mut self) {
+        if self.kept.bytes <= self.memory {
+            return;
+        }
+        let target = self.memory - self.memory / 16;
+        let mut largest: BinaryHeap<(usize, RoomId)> = self
+            .owned
+            .iter()
+            .filter(|(_, o)| !o.history.is_empty())
+            .map(|(&r, o)| (o.history.bytes(), r))
+            .collect();
+        while self.kept.bytes > target {
+            let Some((_, room)) = largest.pop() else {
+                break;
+            };
+            let Some(owned) = self.owned.get_mut(&room) else {
+                continue;
+            };
+            self.kept.bytes -= owned.history.pop_oldest();
+            self.kept.messages -= 1;
+            if owned.history.is_empty() {
+                self.maybe_idle.push(room);
+            } else {
+                largest.push((owned.history.bytes(), room));
+            }
+        }
+    }
+
     fn send_to_owner(
         &mut self,
         room: RoomId,
@@ -354,6 +695,19 @@ impl<F: Clone, M: Copy + PartialEq> Hub<F, M> {
         };
         let seq = owned.next_seq;
         owned.next_seq += 1;
+        if owned.keep.size > 0 || !owned.history.is_empty() {
+            let before = owned.history.len();
+            let grew = owned.history.push(seq, &frame, self.now, owned.keep.size);
+            self.kept.messages = self.kept.messages + owned.history.len() - before;
+            self.kept.bytes = self.kept.bytes.saturating_add_signed(grew);
+            owned.reported = false;
+            if self.kept.bytes > self.memory {
+                self.enforce_memory();
+            }
+        }
+        let Some(owned) = self.owned.get(&room) else {
+            return;
+        };
         let mut local = false;
         for &w in &owned.workers {
             if w == self.me {

@@ -5,6 +5,7 @@
 //! `admission` for their seeded simulations).
 
 pub mod admission;
+pub mod history;
 pub mod hub;
 
 use std::fmt;

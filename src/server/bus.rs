@@ -10,6 +10,7 @@ use super::flow::Credit;
 use crate::deflate::{Agreed, WindowBits};
 use crate::relay::RoomId;
 use crate::relay::admission::Ticket;
+use crate::relay::history::{Keep, Message, Want};
 use crate::relay::hub::Envelope;
 
 /// A message's frames, encoded once and shared across workers, with the publisher's credit for it
@@ -21,13 +22,65 @@ use crate::relay::hub::Envelope;
 /// compression saves bytes; and `deflated_small`, compressed with the smallest window, for a
 /// recipient that asked for a window smaller than `deflated` needs (see `deflate::Agreed`).
 /// Each recipient's worker picks the flavour it takes (`worker::fanout`).
+///
+/// `wsrelay.v1` members get the message framed with its sequence number (`v1`), made by the first
+/// worker that has such a member, once (`worker::encode::v1`).
 #[derive(Debug)]
 pub struct Frame {
     pub bytes: Box<[u8]>,
     pub deflated: Option<Compressed>,
+    pub v1: OnceLock<V1>,
     /// Held for its `Drop`: the credit returns when the last worker has let go of the frame.
     #[allow(dead_code)]
     pub credit: Option<Credit>,
+}
+
+/// A message as `wsrelay.v1` members get it: a text message in its JSON envelope, a binary one
+/// behind its 8-byte sequence number; compressed too when the plain message was.
+#[derive(Debug)]
+pub struct V1 {
+    pub frame: Box<[u8]>,
+    /// Compressed with [`WindowBits::MAX`], for members whose agreement takes `needs`.
+    pub deflated: Option<(Box<[u8]>, WindowBits)>,
+}
+
+/// Bytes a v1 frame adds to the plain one, about: `{"type":"message","seq":N,"data":""}`.
+pub const V1_ENVELOPE: usize = 48;
+
+/// Which of a message's frames a member takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Plain,
+    /// Compressed with our largest window.
+    Compressed,
+    /// Compressed with the smallest, for a member that allows less than the message needs.
+    Small,
+    V1,
+    V1Compressed,
+}
+
+impl Pick {
+    /// What a member takes of `frame`, given its permessage-deflate agreement and whether it
+    /// speaks `wsrelay.v1`, without the small-window frame (which must be made first: see
+    /// `worker::fanout`). The v1 frames must be made already when `v1`.
+    pub fn of(frame: &Frame, deflate: Option<Agreed>, v1: bool) -> Pick {
+        match (v1, deflate) {
+            (true, Some(a)) => match frame.v1.get().and_then(|v| v.deflated.as_ref()) {
+                Some((_, needs)) if a.takes(*needs) => Pick::V1Compressed,
+                _ => Pick::V1,
+            },
+            (true, None) => Pick::V1,
+            (false, Some(a)) => match &frame.deflated {
+                Some(d) if a.takes(d.needs) => Pick::Compressed,
+                _ => Pick::Plain,
+            },
+            (false, None) => Pick::Plain,
+        }
+    }
+
+    pub fn compressed(self) -> bool {
+        matches!(self, Pick::Compressed | Pick::Small | Pick::V1Compressed)
+    }
 }
 
 /// A message's compressed frames (RSV1 set).
@@ -44,9 +97,59 @@ pub struct Compressed {
 }
 
 impl Frame {
+    /// A frame of these bytes, without credit.
+    pub fn new(bytes: Box<[u8]>, deflated: Option<Compressed>) -> Frame {
+        Frame {
+            bytes,
+            deflated,
+            v1: OnceLock::new(),
+            credit: None,
+        }
+    }
+
     /// Bytes this message holds between threads: its plain frame and the compressed one.
     pub fn len(&self) -> usize {
         self.bytes.len() + self.deflated.as_ref().map_or(0, |d| d.frame.len())
+    }
+
+    /// The bytes of one of its frames. A frame not made falls back to one that is: the small
+    /// window's to the plain frame; the v1 frames are made before they are picked.
+    pub fn pick(&self, pick: Pick) -> &[u8] {
+        let v1 = || self.v1.get().expect("v1 frame made before it is picked");
+        match pick {
+            Pick::Plain => &self.bytes,
+            Pick::Compressed => self.deflated.as_ref().map_or(&self.bytes, |d| &d.frame),
+            Pick::Small => self
+                .deflated
+                .as_ref()
+                .and_then(|d| d.small.get())
+                .and_then(Option::as_deref)
+                .unwrap_or(&self.bytes),
+            Pick::V1 => &v1().frame,
+            Pick::V1Compressed => v1().deflated.as_ref().map_or(&v1().frame, |d| &d.0),
+        }
+    }
+}
+
+/// History keeps shared frames. A frame that carries credit is copied (its credit must return
+/// when the workers have taken it, not when history drops it); one without is shared.
+impl Message for SharedFrame {
+    fn kept(&self) -> Self {
+        if self.credit.is_none() {
+            return Arc::clone(self);
+        }
+        let deflated = self.deflated.as_ref().map(|d| Compressed {
+            frame: d.frame.clone(),
+            needs: d.needs,
+            small: OnceLock::new(),
+        });
+        Arc::new(Frame::new(self.bytes.clone(), deflated))
+    }
+
+    /// Its frames, and its v1 frames (made on the first replay to a v1 member, so estimated:
+    /// the plain frame and the envelope around it).
+    fn size(&self) -> usize {
+        std::mem::size_of::<Frame>() + self.len() + self.bytes.len() + V1_ENVELOPE
     }
 }
 
@@ -82,6 +185,12 @@ pub struct RoomSettings {
     /// The room's `compression_min_size` if it has `compression` on (messages shorter are sent
     /// plain), `None` if it has it off.
     pub compress_from: Option<u32>,
+    /// It chose the subprotocol `wsrelay.v1`: welcome frame, messages with their numbers.
+    pub v1: bool,
+    /// What it asked to be replayed (`?last=`, `?since=&epoch=`).
+    pub want: Want,
+    /// The room's history settings.
+    pub keep: Keep,
 }
 
 /// A connection the acceptor has admitted, on its way to a worker.
@@ -132,6 +241,9 @@ pub struct WorkerConfig {
 pub enum ToAcceptor {
     /// These connections are gone: their admission tickets are free.
     Closed(Vec<Ticket>),
+    /// These rooms, owned by the sender, have no workers and keep nothing: over, unless a member
+    /// was admitted meanwhile (the acceptor answers with `RoomsClosed` for those that are).
+    Idle(Vec<RoomId>),
     /// A worker has no connections left after a shutdown and has stopped.
     Stopped,
 }

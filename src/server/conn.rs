@@ -6,6 +6,7 @@
 //! `Open` → (we close: idle, slow, shutdown) `Closing` → `Closed` → gone
 //! `Open` → (peer closes) `Closed` → gone; `Open` → (peer breaks the protocol) `Lingering` → gone
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
@@ -14,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use super::bus::{MemberId, RoomSettings};
+use super::bus::{MemberId, RoomSettings, SharedFrame};
 use super::flow::{ConnFlow, Credit, WorkerFlow};
-use super::outbox::Outbox;
+use super::outbox::{CHUNK_OVERHEAD, Outbox};
 use super::session::{Phase, Session};
 use super::wire::{self, Opcode};
 use crate::deflate::{Agreed, Inflater};
@@ -36,6 +37,13 @@ pub enum Readable {
     /// Stopped after [`READS_PER_EVENT`] reads or at the pass's read budget: more may be
     /// waiting; come back next pass.
     More,
+}
+
+/// What waits to join the send queue while a replay goes out: the kept messages not queued yet
+/// (with their numbers), then the live frames that arrived meanwhile, in order.
+pub enum Behind {
+    Kept(u64, SharedFrame),
+    Live(Rc<[u8]>),
 }
 
 /// The timeouts a connection follows.
@@ -71,6 +79,14 @@ pub struct Conn {
     pub deflate: Option<Agreed>,
     /// Its room compresses messages of at least this many bytes (`None`: compression off).
     pub compress_from: Option<u32>,
+    /// It speaks `wsrelay.v1`.
+    pub v1: bool,
+    /// It asked to resume (`since`/`epoch`).
+    pub resuming: bool,
+    /// Frames behind its replay, queued a share at a time as the socket takes them.
+    pub behind: VecDeque<Behind>,
+    /// Bytes of the live frames in `behind`, slots included: they count towards its limit.
+    behind_live: usize,
     last_rx: Instant,
     next_ping: Instant,
     /// Bytes read since the worker last asked.
@@ -123,6 +139,10 @@ impl Conn {
             authenticated: settings.authenticated,
             deflate: settings.deflate,
             compress_from: settings.compress_from,
+            v1: settings.v1,
+            resuming: matches!(settings.want, crate::relay::history::Want::Since { .. }),
+            behind: VecDeque::new(),
+            behind_live: 0,
             last_rx: now,
             next_ping: now + timers.ping_interval,
             rx: 0,
@@ -140,14 +160,29 @@ impl Conn {
         self.session.reason().unwrap_or(CloseReason::Normal)
     }
 
-    /// The room's owner admitted the member: the 101 goes out first, ahead of any frame.
-    pub fn admitted(&mut self) {
+    /// The room's owner admitted the member: the 101 goes out first, ahead of any frame, then
+    /// `welcome` (a v1 member's first frame), then the `replay`, then live frames.
+    pub fn admitted(&mut self, welcome: Option<Vec<u8>>, replay: Vec<(u64, SharedFrame)>) {
         if !self.session.is_open() {
             return; // Closing already: `flush` puts the 101 ahead of the close frame.
         }
         if let Some(r) = self.response.take() {
             self.out.push_owned(r.into_vec());
         }
+        if let Some(w) = welcome {
+            self.out.push_owned(w);
+        }
+        self.behind
+            .extend(replay.into_iter().map(|(seq, f)| Behind::Kept(seq, f)));
+    }
+
+    /// Take the next frame waiting behind the replay.
+    pub fn next_behind(&mut self) -> Option<Behind> {
+        let b = self.behind.pop_front()?;
+        if let Behind::Live(f) = &b {
+            self.behind_live -= f.len() + CHUNK_OVERHEAD;
+        }
+        Some(b)
     }
 
     /// Take credit for a message of `len` bytes it publishes (see `flow`).
@@ -261,14 +296,19 @@ impl Conn {
         if !self.session.is_open() {
             return false;
         }
-        self.out.push_shared(frame);
+        if self.behind.is_empty() {
+            self.out.push_shared(frame);
+        } else {
+            self.behind_live += frame.len() + CHUNK_OVERHEAD;
+            self.behind.push_back(Behind::Live(Rc::clone(frame)));
+        }
         self.pass_bytes = self.pass_bytes.saturating_add(frame.len() as u32);
         true
     }
 
     /// Still open and holding more than `limit` bytes: too slow (asked after a write attempt).
     pub fn over(&self, limit: usize) -> bool {
-        self.session.is_open() && self.out.queued() > limit
+        self.session.is_open() && self.out.queued() + self.behind_live > limit
     }
 
     /// Start the close handshake from our side with `code` and `text`. A slow consumer's queued
@@ -287,6 +327,9 @@ impl Conn {
         if reason == CloseReason::SlowConsumer {
             self.out.drop_unstarted();
         }
+        // Nothing behind a replay goes out after our close frame.
+        self.behind.clear();
+        self.behind_live = 0;
         let mut control = Vec::new();
         self.session
             .close(code, text, reason, now, timers.close_timeout, &mut control);

@@ -197,6 +197,7 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
             counters: Arc::clone(&counters[i]),
             timers,
             send_queue_limit: config.server.send_queue_limit,
+            history_memory: config.server.history_memory,
             flow,
             seed: seed
                 .wrapping_add(i as u64)

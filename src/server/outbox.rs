@@ -11,6 +11,8 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::rc::Rc;
 
+use super::bus::{Pick, SharedFrame};
+
 /// Frames gathered into one `writev`. Linux allows 1024; past 64 small frames the call is already
 /// large enough that the per-call cost no longer matters.
 const MAX_IOVECS: usize = 64;
@@ -41,6 +43,9 @@ pub enum Chunk {
     Owned(Vec<u8>),
     /// A pong (counted against [`PONG_BUDGET`] until it is written).
     Pong(Vec<u8>),
+    /// A replayed message: one of the frames of a message history keeps, shared by every
+    /// worker and every member it is replayed to.
+    Kept(SharedFrame, Pick),
 }
 
 impl Chunk {
@@ -48,6 +53,7 @@ impl Chunk {
         match self {
             Chunk::Shared(b) => b,
             Chunk::Owned(b) | Chunk::Pong(b) => b,
+            Chunk::Kept(f, pick) => f.pick(*pick),
         }
     }
 }
@@ -72,6 +78,12 @@ impl Outbox {
     pub fn push_shared(&mut self, frame: &Rc<[u8]>) {
         self.queued += frame.len() + CHUNK_OVERHEAD;
         self.chunks.push_back(Chunk::Shared(Rc::clone(frame)));
+    }
+
+    /// Queue a replayed message's frame.
+    pub fn push_kept(&mut self, frame: SharedFrame, pick: Pick) {
+        self.queued += frame.pick(pick).len() + CHUNK_OVERHEAD;
+        self.chunks.push_back(Chunk::Kept(frame, pick));
     }
 
     /// Queue bytes of this connection's own (control frames, the handshake answer).

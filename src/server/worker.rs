@@ -34,14 +34,14 @@ use crate::deflate::{Compressor, Inflater};
 use crate::metrics::{CloseReason, Tally, WorkerCounters};
 use crate::relay::WorkerId;
 use crate::relay::admission::Ticket;
-use crate::relay::hub::{Envelope, Hub};
+use crate::relay::hub::{Envelope, Hub, Joining};
 
 mod encode;
 mod fanout;
 mod upkeep;
 
 use encode::encode;
-use fanout::{Fanout, mark_dirty};
+use fanout::{Fanout, mark_dirty, top_up};
 
 /// The waker's token; connections use their slab keys, which never reach this.
 pub const WAKER: Token = Token(usize::MAX);
@@ -69,6 +69,10 @@ const SHARE_DIVISOR: usize = 4;
 /// short enough for timers and fairness.
 const PASS_INTAKE: usize = 1 << 20;
 
+/// Times per pass a connection's replay is topped up and written while its socket takes it
+/// all: up to this many shares of `send_queue_limit` per connection per pass.
+const REPLAY_ROUNDS: usize = 4;
+
 /// What a worker needs to start.
 pub struct WorkerSetup {
     pub id: WorkerId,
@@ -80,6 +84,8 @@ pub struct WorkerSetup {
     pub counters: Arc<WorkerCounters>,
     pub timers: Timers,
     pub send_queue_limit: usize,
+    /// The server's `history_memory`: this worker keeps its share for the rooms it sequences.
+    pub history_memory: usize,
     /// This worker's flow-control account (its waker inside).
     pub flow: Arc<WorkerFlow>,
     /// Seeds the epochs of the rooms this worker owns.
@@ -133,6 +139,9 @@ struct Worker {
     fault_poll: Option<io::Error>,
     /// A recipient got its share this pass: take in nothing more until the writes.
     full: bool,
+    /// Connections with a replay still behind whose socket took everything last pass: they are
+    /// written again next pass (no writable edge will come for them).
+    replaying: Vec<usize>,
 }
 
 /// Run a worker until it is told to shut down and its connections are gone. An error means it
@@ -168,7 +177,9 @@ pub fn run(setup: WorkerSetup) -> io::Result<()> {
         fault: faults::from_env(),
         fault_poll: None,
         full: false,
+        replaying: Vec::new(),
     };
+    w.hub.set_memory(setup.history_memory / workers);
     w.run()
 }
 
@@ -182,6 +193,7 @@ fn tick_interval(t: &Timers) -> Duration {
 macro_rules! fanout {
     ($w:ident) => {
         Fanout {
+            me: $w.me,
             conns: &mut $w.conns,
             dirty: &mut $w.dirty,
             outgoing: &mut $w.outgoing,
@@ -199,7 +211,8 @@ impl Worker {
         let mut next_tick = Instant::now() + tick_interval(&self.timers);
         loop {
             self.resume_paused();
-            let busy = !self.to_read.is_empty() || !self.backlog.is_empty();
+            let busy =
+                !self.to_read.is_empty() || !self.backlog.is_empty() || !self.replaying.is_empty();
             let timeout = if busy {
                 Duration::ZERO
             } else {
@@ -215,6 +228,10 @@ impl Worker {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
+            self.hub.set_clock(now);
+            for key in std::mem::take(&mut self.replaying) {
+                mark_dirty(&mut self.conns, &mut self.dirty, key);
+            }
             // Every pass looks at the inbox (an empty channel costs one atomic load), so a pass
             // that a credit's wake-up started also carries out what arrived meanwhile.
             self.take_inbox();
@@ -236,6 +253,7 @@ impl Worker {
             self.read_pass(now);
             self.inbox_pass(now);
             if now >= next_tick {
+                self.hub.expire();
                 self.tick(now);
                 next_tick = now + tick_interval(&self.timers);
             }
@@ -437,7 +455,15 @@ impl Worker {
         entry.insert(conn);
         // Its 101 is queued when the room's owner has admitted it (at once when this worker is
         // registered with the owner already).
-        let member = self.hub.join(room, id, settings.echo, &mut fanout!(self));
+        // A copy: the hub may admit the member (and its welcome names the room) during the call.
+        let path = self.conns[key].path.clone();
+        let joining = Joining {
+            echo: settings.echo,
+            path: &path,
+            keep: settings.keep,
+            want: settings.want,
+        };
+        let member = self.hub.join(room, id, joining, &mut fanout!(self));
         self.conns[key].member = Some(member);
         mark_dirty(&mut self.conns, &mut self.dirty, key);
         if self.stopping.is_some() {
@@ -561,6 +587,18 @@ impl Worker {
             };
             c.dirty = false;
             self.tally.bytes_out += c.flush(&mut self.scratch) as u64;
+            // A replay goes out a share at a time, as the socket takes it: a few rounds per
+            // pass; the rest next pass, or when the socket is writable again.
+            let share = (self.limit / SHARE_DIVISOR).max(1);
+            let mut rounds = 0;
+            while !c.behind.is_empty() && c.out.is_empty() && rounds < REPLAY_ROUNDS {
+                top_up(c, share, &mut self.compressor, &mut self.tally);
+                self.tally.bytes_out += c.flush(&mut self.scratch) as u64;
+                rounds += 1;
+            }
+            if !c.behind.is_empty() && c.out.is_empty() {
+                self.replaying.push(key);
+            }
             if c.over(self.limit) {
                 // Still over its limit after a write: too slow. Its close frame is written on
                 // the next turn of this loop.
@@ -590,6 +628,12 @@ impl Worker {
             self.acceptor
                 .send(ToAcceptor::Closed(std::mem::take(&mut self.closed)));
         }
+        let idle = self.hub.take_idle();
+        if !idle.is_empty() {
+            self.acceptor.send(ToAcceptor::Idle(idle));
+        }
+        let kept = self.hub.kept();
+        self.counters.set_kept(kept.messages, kept.bytes);
         self.counters.add(&mut self.tally);
         self.counters.beat();
     }

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::*;
+use crate::relay::history::{Keep, Want};
 
 /// splitmix64: enough randomness for a simulation, reproducible from the seed in a failure message.
 pub(crate) struct Rng(u64);
@@ -35,7 +36,7 @@ type Member = u32;
 struct Out {
     sent: Vec<(WorkerId, Envelope<Msg, Member>)>,
     delivered: Vec<(Member, RoomId, u64, Msg)>,
-    admitted: Vec<(Member, RoomId, Epoch, u64)>,
+    admitted: Vec<(Member, RoomId, Welcome<Msg>)>,
 }
 
 impl Sink<Msg, Member> for Out {
@@ -47,8 +48,8 @@ impl Sink<Msg, Member> for Out {
             self.delivered.push((m, room, seq, *frame));
         }
     }
-    fn admitted(&mut self, room: RoomId, member: Member, epoch: Epoch, seq: u64) {
-        self.admitted.push((member, room, epoch, seq));
+    fn admitted(&mut self, room: RoomId, member: Member, welcome: Welcome<Msg>) {
+        self.admitted.push((member, room, welcome));
     }
 }
 
@@ -66,6 +67,10 @@ struct Sim {
     received: HashMap<(Member, u32), Vec<Received>>,
     /// (member, session) → its room, and the epoch and last sequence number at its admission.
     admitted: HashMap<(Member, u32), (RoomId, Epoch, u64)>,
+    /// (member, session) → what it asked for, whether it recovered, the sequence numbers replayed.
+    replays: HashMap<(Member, u32), (Want, bool, Vec<u64>)>,
+    /// session → what it asked for when it joined.
+    wants: HashMap<u32, Want>,
     /// Envelopes on links that carry each message: it is in flight while this is above 0.
     carriers: HashMap<Msg, usize>,
     /// The most envelopes seen on all links at once.
@@ -87,6 +92,20 @@ fn echo_of(room: RoomId) -> bool {
     room.0.is_multiple_of(2)
 }
 
+/// Messages rooms 0 and 1 keep; rooms 2 and 3 keep none.
+const KEPT: usize = 8;
+
+fn keep_of(room: RoomId) -> Keep {
+    Keep {
+        size: if room.0 < 2 { KEPT } else { 0 },
+        ttl: std::time::Duration::from_secs(3600),
+    }
+}
+
+fn live(echo: bool) -> Joining<'static> {
+    Joining::live(echo)
+}
+
 impl Sim {
     fn new() -> Self {
         Sim {
@@ -98,6 +117,8 @@ impl Sim {
             sessions: 0,
             received: HashMap::new(),
             admitted: HashMap::new(),
+            replays: HashMap::new(),
+            wants: HashMap::new(),
             carriers: HashMap::new(),
             peak_links: 0,
             published: HashMap::new(),
@@ -118,7 +139,8 @@ impl Sim {
         }
         let on_links: usize = self.links.values().map(VecDeque::len).sum();
         self.peak_links = self.peak_links.max(on_links);
-        for (m, room, epoch, seq) in out.admitted {
+        for (m, room, welcome) in out.admitted {
+            let (epoch, seq) = (welcome.epoch, welcome.seq);
             assert_eq!(
                 worker_of(m),
                 from,
@@ -131,6 +153,12 @@ impl Sim {
             assert_eq!(r, room, "member {m} admitted to another room");
             let prev = self.admitted.insert((m, session), (room, epoch, seq));
             assert!(prev.is_none(), "member {m} admitted twice");
+            let seqs: Vec<u64> = welcome.replay.iter().map(|r| r.0).collect();
+            let want = self.wants[&session];
+            self.replays
+                .insert((m, session), (want, welcome.recovered, seqs));
+            let got = self.received.entry((m, session)).or_default();
+            got.extend(welcome.replay.iter().map(|&(seq, msg)| (room, seq, msg)));
         }
         for (m, room, seq, msg) in out.delivered {
             assert_eq!(
@@ -154,13 +182,35 @@ impl Sim {
         }
     }
 
-    fn join(&mut self, m: Member, room: RoomId) {
+    fn join(&mut self, m: Member, room: RoomId, want: Want) {
         let w = worker_of(m);
         let mut out = Out::default();
-        let key = self.hubs[w].join(room, m, echo_of(room), &mut out);
         self.sessions += 1;
+        self.wants.insert(self.sessions, want);
+        let joining = Joining {
+            echo: echo_of(room),
+            path: "/sim",
+            keep: keep_of(room),
+            want,
+        };
+        let key = self.hubs[w].join(room, m, joining, &mut out);
         self.joined.insert(m, (room, key, self.sessions));
         self.absorb(w, out);
+    }
+
+    /// A random request: live, the last few, or a resume from a little way back, with the
+    /// room's epoch or a wrong one.
+    fn want(&self, room: RoomId, rng: &mut Rng) -> Want {
+        let state = self.hubs[room.owner(WORKERS).0 as usize].owned_state(room);
+        let (epoch, last) = state.map_or((1, 0), |(e, s)| (e.0, s));
+        match rng.below(4) {
+            0 => Want::Live,
+            1 => Want::Last(rng.below(12) as u32),
+            _ => Want::Since {
+                seq: last.saturating_sub(rng.below(12) as u64),
+                epoch: if rng.below(4) == 0 { epoch ^ 1 } else { epoch },
+            },
+        }
     }
 
     fn leave(&mut self, m: Member) {
@@ -238,7 +288,7 @@ fn run(seed: u64, steps: usize) {
     // Phase 1: one stable member per (room, worker) that never leaves; settle.
     let stable: Vec<Member> = (0..(ROOMS as u32 * WORKERS as u32)).collect();
     for &m in &stable {
-        sim.join(m, RoomId(m as u64 % ROOMS));
+        sim.join(m, RoomId(m as u64 % ROOMS), Want::Live);
     }
     sim.drain(&mut rng);
     // Phase 2: churn, publishes and deliveries in random order.
@@ -250,7 +300,9 @@ fn run(seed: u64, steps: usize) {
                 if sim.joined.contains_key(&m) {
                     sim.leave(m);
                 } else {
-                    sim.join(m, RoomId(rng.below(ROOMS as usize) as u64));
+                    let room = RoomId(rng.below(ROOMS as usize) as u64);
+                    let want = sim.want(room, &mut rng);
+                    sim.join(m, room, want);
                 }
             }
             2..=4 => {
@@ -352,21 +404,50 @@ fn check(sim: &Sim, stable: &[Member], seed: u64) {
         let end = if still == Some(room) {
             last(room)
         } else {
-            got.last().map_or(from, |g| g.1)
+            got.last().map_or(from, |g| g.1).max(from)
         };
-        let want: Vec<u64> = (from + 1..=end)
-            .filter(|s| {
+        // First what it asked to be replayed: all of it or nothing (resume), the latest kept
+        // (last), numbered up to its admission.
+        let (asked, recovered, replayed) = &sim.replays[&(m, session)];
+        let kept = keep_of(room).size as u64;
+        let expect_replay: Vec<u64> = match *asked {
+            Want::Live => vec![],
+            Want::Last(n) => (from + 1 - (n as u64).min(kept).min(from)..=from).collect(),
+            Want::Since { seq, epoch: e } => {
+                let ok = e == epoch.0 && seq <= from && (seq == from || from - seq <= kept);
+                assert_eq!(
+                    *recovered, ok,
+                    "seed {seed}: member {m} resume from {seq} to {from} in {room} replayed {replayed:?}"
+                );
+                if ok {
+                    (seq + 1..=from).collect()
+                } else {
+                    vec![]
+                }
+            }
+        };
+        assert_eq!(
+            replayed, &expect_replay,
+            "seed {seed}: member {m} session {session} replay of {asked:?}"
+        );
+        let want: Vec<u64> = expect_replay
+            .iter()
+            .copied()
+            .chain((from + 1..=end).filter(|s| {
                 echo_of(room)
                     || by_seq
                         .get(&(room, *s))
                         .is_none_or(|msg| sim.published[msg].1 != m)
-            })
+            }))
             .collect();
         let seqs: Vec<u64> = got.iter().map(|g| g.1).collect();
         assert_eq!(seqs, want, "seed {seed}: member {m} session {session}");
     }
+    // Echo off: no live message of its own. (A replay is the room's history: its own earlier
+    // messages are part of it.)
     for ((m, session), got) in &sim.received {
-        for &(room, _, msg) in got {
+        let replayed = sim.replays.get(&(*m, *session)).map_or(0, |r| r.2.len());
+        for &(room, _, msg) in &got[replayed..] {
             if !echo_of(room) {
                 assert_ne!(
                     sim.published[&msg].1, *m,
@@ -407,9 +488,9 @@ fn seeded_simulation_keeps_one_order_per_room_and_leaks_nothing() {
 fn sender_is_skipped_only_when_echo_is_off() {
     let mut out = Out::default();
     let mut hub: Hub<Msg, Member> = Hub::new(WorkerId(0), 1, 0);
-    hub.join(RoomId(0), 1, false, &mut out);
-    hub.join(RoomId(0), 2, false, &mut out);
-    hub.join(RoomId(1), 3, true, &mut out);
+    hub.join(RoomId(0), 1, live(false), &mut out);
+    hub.join(RoomId(0), 2, live(false), &mut out);
+    hub.join(RoomId(1), 3, live(true), &mut out);
     hub.publish(RoomId(0), 1, 7, &mut out);
     hub.publish(RoomId(1), 3, 8, &mut out);
     assert!(out.sent.is_empty(), "a single worker sends nothing");
@@ -423,7 +504,7 @@ fn sender_is_skipped_only_when_echo_is_off() {
 fn publish_to_an_emptied_room_reaches_nobody_and_close_forgets_it() {
     let mut out = Out::default();
     let mut hub: Hub<Msg, Member> = Hub::new(WorkerId(0), 1, 0);
-    let k = hub.join(RoomId(0), 1, true, &mut out);
+    let k = hub.join(RoomId(0), 1, live(true), &mut out);
     hub.leave(RoomId(0), k, &mut out);
     hub.publish(RoomId(0), 1, 7, &mut out);
     assert!(out.delivered.is_empty());
@@ -456,14 +537,14 @@ fn members_wait_for_the_owners_acknowledgement_and_then_miss_nothing() {
         [Hub::new(WorkerId(0), 2, 1), Hub::new(WorkerId(1), 2, 2)];
     let mut outs = [Out::default(), Out::default()];
     let room = RoomId(1);
-    hubs[0].join(room, 10, true, &mut outs[0]);
-    hubs[0].join(room, 11, true, &mut outs[0]);
+    hubs[0].join(room, 10, live(true), &mut outs[0]);
+    hubs[0].join(room, 11, live(true), &mut outs[0]);
     assert!(
         outs[0].admitted.is_empty(),
         "nobody is in before the owner answers"
     );
     // A member on the owner publishes before the Join has arrived: not for worker 0's members.
-    hubs[1].join(room, 20, true, &mut outs[1]);
+    hubs[1].join(room, 20, live(true), &mut outs[1]);
     assert_eq!(
         outs[1].admitted.len(),
         1,
@@ -471,7 +552,7 @@ fn members_wait_for_the_owners_acknowledgement_and_then_miss_nothing() {
     );
     hubs[1].publish(room, 20, 100, &mut outs[1]);
     settle(&mut hubs, &mut outs);
-    let admitted: Vec<_> = outs[0].admitted.iter().map(|a| (a.0, a.3)).collect();
+    let admitted: Vec<_> = outs[0].admitted.iter().map(|a| (a.0, a.2.seq)).collect();
     assert_eq!(admitted, [(10, 1), (11, 1)], "admitted after seq 1");
     assert!(outs[0].delivered.is_empty());
     hubs[1].publish(room, 20, 101, &mut outs[1]);
@@ -479,8 +560,11 @@ fn members_wait_for_the_owners_acknowledgement_and_then_miss_nothing() {
     let got: Vec<_> = outs[0].delivered.iter().map(|d| (d.0, d.2)).collect();
     assert_eq!(got, [(10, 2), (11, 2)]);
     // A member joining a registered worker is in at once, after the last sequence seen there.
-    hubs[0].join(room, 12, true, &mut outs[0]);
-    assert_eq!(outs[0].admitted.last().map(|a| (a.0, a.3)), Some((12, 2)));
+    hubs[0].join(room, 12, live(true), &mut outs[0]);
+    assert_eq!(
+        outs[0].admitted.last().map(|a| (a.0, a.2.seq)),
+        Some((12, 2))
+    );
 }
 
 #[test]
@@ -494,7 +578,7 @@ fn the_sequence_never_restarts_while_the_room_lives_and_a_new_room_gets_a_new_ep
     // Worker 0's only member comes and goes three times; the owner has no member of its own, so
     // each time the room has no worker at all for a while.
     for round in 0..3u64 {
-        let k = hubs[0].join(room, 10, true, &mut outs[0]);
+        let k = hubs[0].join(room, 10, live(true), &mut outs[0]);
         settle(&mut hubs, &mut outs);
         for i in 0..2 {
             hubs[0].publish(room, 10, round * 10 + i, &mut outs[0]);
@@ -507,7 +591,7 @@ fn the_sequence_never_restarts_while_the_room_lives_and_a_new_room_gets_a_new_ep
         seqs.push(d.2);
     }
     for a in &outs[0].admitted {
-        epochs.push(a.2);
+        epochs.push(a.2.epoch);
     }
     assert_eq!(
         seqs,
@@ -523,7 +607,7 @@ fn the_sequence_never_restarts_while_the_room_lives_and_a_new_room_gets_a_new_ep
     // The room is over; the next room (ids are never reused) is a new incarnation.
     hubs[1].close(room);
     let next = RoomId(3);
-    hubs[0].join(next, 10, true, &mut outs[0]);
+    hubs[0].join(next, 10, live(true), &mut outs[0]);
     settle(&mut hubs, &mut outs);
     let (epoch2, seq2) = hubs[1].owned_state(next).unwrap();
     assert_ne!(epoch2, epoch, "a new incarnation gets a new epoch");
@@ -538,7 +622,7 @@ fn remote_worker_gets_one_envelope_per_message_not_per_member() {
     let mut w0: Hub<Msg, Member> = Hub::new(WorkerId(0), 2, 0);
     let mut w1: Hub<Msg, Member> = Hub::new(WorkerId(1), 2, 1);
     for m in 0..100 {
-        w0.join(RoomId(1), m, true, &mut out);
+        w0.join(RoomId(1), m, live(true), &mut out);
     }
     assert_eq!(
         out.sent.len(),

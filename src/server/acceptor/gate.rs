@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::deflate;
+use crate::relay::history::{Keep, V1_PROTOCOL, parse_want};
 
 impl Acceptor {
     /// Decide what a complete request gets.
@@ -113,6 +114,10 @@ impl Acceptor {
             }
             Err(r) => return refuse(&mut self.counts, Status::Unauthorized, r.reason()),
         };
+        let want = match parse_want(req.query.as_deref(), room.history_size) {
+            Ok(want) => want,
+            Err(why) => return refuse(&mut self.counts, Status::BadRequest, &why),
+        };
         let ip = client_ip(
             peer.ip(),
             req.forwarded_for.as_deref(),
@@ -133,7 +138,12 @@ impl Acceptor {
                 return refuse(&mut self.counts, status, why);
             }
         };
-        let protocol = http::choose_protocol(&req.protocols, &room.subprotocols);
+        // Every room speaks wsrelay.v1 to a client that offers it, whatever else it offers.
+        let v1 = req.protocols.iter().any(|p| p == V1_PROTOCOL);
+        let protocol = match v1 {
+            true => Some(V1_PROTOCOL),
+            false => http::choose_protocol(&req.protocols, &room.subprotocols),
+        };
         let deflate = room
             .compression
             .then(|| deflate::negotiate(req.extensions.iter().map(String::as_str)))
@@ -151,6 +161,12 @@ impl Acceptor {
                 authenticated: room.auth == crate::config::RoomAuth::Jwt,
                 deflate,
                 compress_from: room.compress_from(),
+                v1,
+                want,
+                keep: Keep {
+                    size: room.history_size,
+                    ttl: room.history_ttl,
+                },
             },
             response: http::switching_protocols(key, protocol, deflate.as_ref()),
             early,

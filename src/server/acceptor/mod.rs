@@ -271,8 +271,20 @@ impl Acceptor {
         while let Ok(msg) = self.inbox.try_recv() {
             match msg {
                 ToAcceptor::Closed(tickets) => {
+                    let config = &self.config;
+                    // A room that keeps messages outlives its members, until its owner finds
+                    // it idle.
+                    let lingers =
+                        |path: &str| config.route(path).is_some_and(|r| r.history_size > 0);
                     for t in tickets {
-                        if let Some(room) = self.admission.release(t) {
+                        if let Some(room) = self.admission.release(t, lingers) {
+                            closed[room.owner(n).0 as usize].push(room);
+                        }
+                    }
+                }
+                ToAcceptor::Idle(rooms) => {
+                    for room in rooms {
+                        if self.admission.expire(room) {
                             closed[room.owner(n).0 as usize].push(room);
                         }
                     }
@@ -448,7 +460,7 @@ impl Acceptor {
             self.to_wake[w] = true;
         } else {
             // The worker is gone (shutting down): the room's owner is going with it.
-            let _ = self.admission.release(ticket);
+            let _ = self.admission.release(ticket, |_| false);
         }
     }
 

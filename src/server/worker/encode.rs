@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use super::super::bus::{Compressed, Frame};
+use super::super::bus::{Compressed, Frame, V1};
 use super::super::wire::{self, Opcode};
 use crate::deflate::{Compressor, WindowBits};
 use crate::metrics::Tally;
@@ -36,10 +36,55 @@ pub(super) fn encode(
         }
         _ => None,
     };
-    Frame {
-        bytes,
-        deflated,
-        credit: None,
+    Frame::new(bytes, deflated)
+}
+
+/// The message as `wsrelay.v1` members get it, made once for every worker: a text message as
+/// `{"type":"message","seq":N,"data":"<text>"}`, a binary one as its number (8 bytes, big-endian)
+/// then its bytes. Compressed when the plain message was (it compresses, and its room compresses).
+pub(super) fn v1<'f>(
+    frame: &'f Frame,
+    seq: u64,
+    compressor: &mut Compressor,
+    tally: &mut Tally,
+) -> &'f V1 {
+    frame.v1.get_or_init(|| {
+        let (op, payload) = wire::parts(&frame.bytes);
+        let body = v1_payload(op, seq, payload);
+        let deflated = frame.deflated.as_ref().and_then(|_| {
+            let d = compressor.compress(&body, WindowBits::MAX);
+            tally.deflate_calls += 1;
+            tally.deflate_bytes_in += body.len() as u64;
+            tally.deflate_bytes_out += d.bytes().len() as u64;
+            d.saves(body.len())
+                .then(|| (wire::shared_compressed(op, d.bytes()), d.needs()))
+        });
+        V1 {
+            frame: wire::shared(op, &body),
+            deflated,
+        }
+    })
+}
+
+fn v1_payload(op: Opcode, seq: u64, payload: &[u8]) -> Vec<u8> {
+    match op {
+        Opcode::Binary => {
+            let mut body = Vec::with_capacity(8 + payload.len());
+            body.extend_from_slice(&seq.to_be_bytes());
+            body.extend_from_slice(payload);
+            body
+        }
+        _ => {
+            // Text frames were checked to be UTF-8 when they were read.
+            let text = String::from_utf8_lossy(payload);
+            let mut body = Vec::with_capacity(payload.len() + 48);
+            body.extend_from_slice(b"{\"type\":\"message\",\"seq\":");
+            body.extend_from_slice(seq.to_string().as_bytes());
+            body.extend_from_slice(b",\"data\":");
+            serde_json::to_writer(&mut body, &*text).expect("a string serializes");
+            body.push(b'}');
+            body
+        }
     }
 }
 
@@ -101,6 +146,40 @@ mod tests {
                 .is_none()
         );
         assert_eq!(c.calls(), 1);
+    }
+
+    #[test]
+    fn v1_frames_carry_the_sequence_number() {
+        let (mut c, mut t) = (Compressor::new(), Tally::default());
+        let f = encode(
+            Opcode::Text,
+            "say \"hé\"\n".as_bytes(),
+            None,
+            &mut c,
+            &mut t,
+        );
+        let v = v1(&f, 42, &mut c, &mut t);
+        let (op, payload) = wire::parts(&v.frame);
+        assert_eq!(op, Opcode::Text);
+        let json: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "message", "seq": 42, "data": "say \"hé\"\n"})
+        );
+        assert!(v.deflated.is_none());
+
+        let f = encode(Opcode::Binary, &[1, 2, 3], None, &mut c, &mut t);
+        let (op, payload) = wire::parts(&v1(&f, 258, &mut c, &mut t).frame);
+        assert_eq!(op, Opcode::Binary);
+        assert_eq!(payload, [0, 0, 0, 0, 0, 0, 1, 2, 1, 2, 3]);
+
+        // Compressed when the plain message was.
+        let json = br#"{"user":"ada","text":"hello hello hello hello"}"#.repeat(20);
+        let f = encode(Opcode::Text, &json, Some(128), &mut c, &mut t);
+        let v = v1(&f, 7, &mut c, &mut t);
+        let (d, _) = v.deflated.as_ref().expect("compressed");
+        let inflated: serde_json::Value = serde_json::from_slice(&inflate(d)).unwrap();
+        assert_eq!(inflated["seq"], 7);
     }
 
     #[test]

@@ -5,25 +5,17 @@ use std::rc::Rc;
 
 use slab::Slab;
 
-use super::super::bus::{HubEnvelope, MemberId, SharedFrame};
-use super::super::conn::Conn;
+use super::super::bus::{HubEnvelope, MemberId, Pick, SharedFrame};
+use super::super::conn::{Behind, Conn};
+use super::super::wire::{self, Opcode};
 use super::encode;
 use crate::deflate::Compressor;
 use crate::metrics::Tally;
-use crate::relay::hub::{Epoch, Recipients, Sink};
+use crate::relay::hub::{Recipients, Sink, Welcome};
 use crate::relay::{RoomId, WorkerId};
 
-/// Which of a message's frames a recipient takes (`bus::Frame`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flavour {
-    Plain,
-    /// Compressed with our largest window.
-    Compressed,
-    /// Compressed with the smallest, for a recipient that allows less than the message needs.
-    Small,
-}
-
 pub(super) struct Fanout<'a> {
+    pub me: WorkerId,
     pub conns: &'a mut Slab<Conn>,
     pub dirty: &'a mut Vec<usize>,
     pub outgoing: &'a mut [Vec<HubEnvelope>],
@@ -59,40 +51,33 @@ impl Sink<SharedFrame, MemberId> for Fanout<'_> {
     fn deliver(
         &mut self,
         _room: RoomId,
-        _seq: u64,
+        seq: u64,
         frame: &SharedFrame,
         to: Recipients<'_, MemberId>,
     ) {
-        // One copy per (message, flavour, worker) into a thread-local buffer, so that each
+        // One copy per (message, frame picked, worker) into a thread-local buffer, so that each
         // delivery below costs a non-atomic refcount and a queue slot. Queues take every frame:
         // whether a recipient is too slow is decided after its worker has tried to write to it.
-        let mut local: [Option<Rc<[u8]>>; 3] = [None, None, None];
+        let mut local: [Option<Rc<[u8]>>; 5] = Default::default();
         for id in to {
             let Some(c) = conn_of(self.conns, id) else {
                 continue;
             };
-            let flavour = match (c.deflate, &frame.deflated) {
-                (Some(agreed), Some(d)) if agreed.takes(d.needs) => Flavour::Compressed,
-                (Some(_), Some(d)) => match encode::small(frame, d, self.compressor, self.tally) {
-                    Some(_) => Flavour::Small,
-                    None => Flavour::Plain,
-                },
-                _ => Flavour::Plain,
-            };
-            let local = local[flavour as usize].get_or_insert_with(|| {
-                Rc::from(match (flavour, &frame.deflated) {
-                    (Flavour::Compressed, Some(d)) => &d.frame[..],
-                    (Flavour::Small, Some(d)) => d
-                        .small
-                        .get()
-                        .and_then(Option::as_deref)
-                        .unwrap_or(&frame.bytes),
-                    _ => &frame.bytes[..],
-                })
-            });
+            if c.v1 {
+                encode::v1(frame, seq, self.compressor, self.tally);
+            }
+            let mut pick = Pick::of(frame, c.deflate, c.v1);
+            if pick == Pick::Plain
+                && c.deflate.is_some()
+                && let Some(d) = &frame.deflated
+                && encode::small(frame, d, self.compressor, self.tally).is_some()
+            {
+                pick = Pick::Small;
+            }
+            let local = local[pick as usize].get_or_insert_with(|| Rc::from(frame.pick(pick)));
             if c.deliver(local) {
                 self.tally.frames_out += 1;
-                if flavour != Flavour::Plain {
+                if pick.compressed() {
                     self.tally.frames_out_compressed += 1;
                 }
                 if c.pass_bytes as usize > self.share {
@@ -106,10 +91,69 @@ impl Sink<SharedFrame, MemberId> for Fanout<'_> {
         }
     }
 
-    fn admitted(&mut self, _room: RoomId, member: MemberId, _epoch: Epoch, _seq: u64) {
+    fn admitted(&mut self, _room: RoomId, member: MemberId, welcome: Welcome<SharedFrame>) {
         if let Some(c) = conn_of(self.conns, member) {
-            c.admitted();
+            let first =
+                c.v1.then(|| welcome_frame(&c.path, self.me, member, &welcome));
+            if c.resuming {
+                match welcome.recovered {
+                    true => self.tally.resumes_recovered += 1,
+                    false => self.tally.resumes_unrecovered += 1,
+                }
+            }
+            c.admitted(first, welcome.replay);
             mark_dirty(self.conns, self.dirty, member.key as usize);
         }
     }
+}
+
+/// A member's id, unique in its room while it is there: its worker and its connection number.
+pub(super) fn member_name(me: WorkerId, id: MemberId) -> String {
+    format!("{}-{}", me.0, id.generation)
+}
+
+/// A v1 member's first frame.
+fn welcome_frame(path: &str, me: WorkerId, id: MemberId, w: &Welcome<SharedFrame>) -> Vec<u8> {
+    let json = serde_json::json!({
+        "type": "welcome",
+        "room": path,
+        "epoch": w.epoch.to_string(),
+        "seq": w.seq,
+        "member": member_name(me, id),
+        "recovered": w.recovered,
+        "replayed": w.replay.len(),
+    });
+    wire::frame(Opcode::Text, json.to_string().as_bytes())
+}
+
+/// Move frames from behind a connection's replay into its send queue while it holds less than
+/// `share` bytes. Returns whether some are still behind.
+pub(super) fn top_up(
+    c: &mut Conn,
+    share: usize,
+    compressor: &mut Compressor,
+    tally: &mut Tally,
+) -> bool {
+    if !c.is_open() {
+        return false;
+    }
+    while c.out.queued() < share {
+        match c.next_behind() {
+            None => return false,
+            Some(Behind::Kept(seq, f)) => {
+                if c.v1 {
+                    encode::v1(&f, seq, compressor, tally);
+                }
+                let pick = Pick::of(&f, c.deflate, c.v1);
+                tally.frames_out += 1;
+                tally.messages_replayed += 1;
+                if pick.compressed() {
+                    tally.frames_out_compressed += 1;
+                }
+                c.out.push_kept(f, pick);
+            }
+            Some(Behind::Live(f)) => c.out.push_shared(&f),
+        }
+    }
+    !c.behind.is_empty()
 }

@@ -11,11 +11,20 @@ use super::super::faults::Fault;
 use super::Worker;
 use crate::config::RoomAuth;
 use crate::metrics::CloseReason;
+use crate::relay::history::Keep;
 
 impl Worker {
     pub(super) fn reload(&mut self, cfg: &WorkerConfig, now: Instant) {
         self.timers = cfg.timers;
         self.limit = cfg.send_queue_limit;
+        self.hub
+            .set_memory(cfg.config.server.history_memory / self.peers.len());
+        self.hub.set_keep(|path| {
+            cfg.config.route(path).map(|room| Keep {
+                size: room.history_size,
+                ttl: room.history_ttl,
+            })
+        });
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let c = &mut self.conns[key];
