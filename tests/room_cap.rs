@@ -5,24 +5,9 @@ mod common;
 
 use std::io::Write;
 
-use common::{Daemon, read_head, status, upgrade_request};
+use common::{Daemon, raise_nofile, read_head, status, upgrade_request};
 
 const CLIENTS: usize = 10_050;
-
-/// Raise this process's descriptor limit to its hard limit (the daemon inherits it).
-fn raise_nofile() -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a pointer to a local struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
-        r.rlim_cur = r.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0);
-    }
-    r.rlim_cur
-}
 
 #[test]
 fn ten_thousand_and_fifty_clients_join_one_room_of_the_builtin_config() {

@@ -627,3 +627,18 @@ pub fn close(mut ws: Ws) {
 fn set_timeout(ws: &Ws, t: Duration) {
     ws.get_ref().set_read_timeout(Some(t)).unwrap();
 }
+
+/// Raise this process's descriptor limit to its hard limit (the daemon inherits it).
+pub fn raise_nofile() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a pointer to a local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
+        r.rlim_cur = r.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0);
+    }
+    r.rlim_cur
+}
