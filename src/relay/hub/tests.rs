@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 
 use super::*;
 use crate::relay::history::{Keep, Want};
+use crate::relay::hub::Kept;
 
 /// splitmix64: enough randomness for a simulation, reproducible from the seed in a failure message.
 pub(crate) struct Rng(u64);
@@ -646,4 +647,82 @@ fn remote_worker_gets_one_envelope_per_message_not_per_member() {
             ..
         }
     ));
+}
+
+#[test]
+fn a_room_with_history_is_idle_only_when_its_last_message_expires() {
+    let mut out = Out::default();
+    let mut hub: Hub<Msg, Member> = Hub::new(WorkerId(0), 1, 0);
+    let t0 = std::time::Instant::now();
+    hub.set_clock(t0);
+    let keep = Keep {
+        size: 3,
+        ttl: std::time::Duration::from_secs(10),
+    };
+    let joining = Joining {
+        echo: true,
+        path: "/h",
+        keep,
+        want: Want::Live,
+    };
+    let k = hub.join(RoomId(0), 1, joining, &mut out);
+    for msg in 0..5 {
+        hub.publish(RoomId(0), 1, msg, &mut out);
+    }
+    assert_eq!(hub.kept().messages, 3, "history_size holds");
+    hub.leave(RoomId(0), k, &mut out);
+    assert!(hub.take_idle().is_empty(), "it keeps messages: not idle");
+    hub.set_clock(t0 + std::time::Duration::from_secs(9));
+    hub.expire();
+    assert!(hub.take_idle().is_empty());
+    hub.set_clock(t0 + std::time::Duration::from_secs(10));
+    hub.expire();
+    assert_eq!(hub.kept(), Kept::default());
+    assert_eq!(hub.take_idle(), vec![RoomId(0)]);
+    assert!(hub.take_idle().is_empty(), "reported once");
+    hub.close(RoomId(0));
+    assert_eq!(hub.owned_rooms(), 0);
+}
+
+#[test]
+fn memory_is_taken_from_the_largest_room_first() {
+    let mut out = Out::default();
+    let mut hub: Hub<Msg, Member> = Hub::new(WorkerId(0), 1, 0);
+    let keep = Keep {
+        size: 100,
+        ttl: std::time::Duration::from_secs(60),
+    };
+    let each = 8 + crate::relay::history::ENTRY_OVERHEAD;
+    hub.set_memory(30 * each);
+    for (room, n) in [(0, 5), (1, 20)] {
+        let joining = Joining {
+            echo: true,
+            path: "/m",
+            keep,
+            want: Want::Live,
+        };
+        hub.join(RoomId(room), 1, joining, &mut out);
+        for msg in 0..n {
+            hub.publish(RoomId(room), 1, msg, &mut out);
+        }
+    }
+    // 25 kept; 10 more into the large room pass 30: it loses its oldest down to 15/16 of the cap.
+    for msg in 0..10 {
+        hub.publish(RoomId(1), 1, 100 + msg, &mut out);
+    }
+    let kept = hub.kept();
+    assert!(kept.bytes <= 30 * each, "{kept:?}");
+    let small = Joining {
+        echo: true,
+        path: "/m",
+        keep,
+        want: Want::Last(100),
+    };
+    hub.join(RoomId(0), 2, small, &mut out);
+    let (_, _, w) = out.admitted.last().unwrap();
+    assert_eq!(
+        w.replay.len(),
+        5,
+        "the small room keeps all of its messages"
+    );
 }
