@@ -246,12 +246,24 @@ pub enum ToAcceptor {
     Idle(Vec<RoomId>),
     /// A worker has no connections left after a shutdown and has stopped.
     Stopped,
+    /// A call from the API thread, to carry out and answer on `reply`.
+    Api {
+        id: super::api::CallId,
+        call: super::api::Call,
+        reply: Mailbox<super::api::ToApi>,
+    },
 }
 
 /// A channel's sending side with the receiver's waker.
 pub struct Mailbox<T> {
     tx: Sender<T>,
     waker: Arc<mio::Waker>,
+}
+
+impl<T> std::fmt::Debug for Mailbox<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mailbox")
+    }
 }
 
 impl<T> Clone for Mailbox<T> {

@@ -3,6 +3,7 @@
 //! [`crate::relay`]; this module only moves bytes and events.
 
 mod acceptor;
+pub mod api;
 mod bus;
 mod conn;
 mod faults;

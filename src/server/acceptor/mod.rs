@@ -26,6 +26,7 @@ use crate::http::{self, Parsed, Request, Status};
 use crate::metrics::{self, AcceptorCounts, WorkerCounters};
 use crate::relay::admission::{Admission, Refusal};
 
+mod api;
 mod control;
 mod gate;
 
@@ -290,6 +291,7 @@ impl Acceptor {
                     }
                 }
                 ToAcceptor::Stopped => stopped += 1,
+                ToAcceptor::Api { id, call, reply } => self.api_call(id, call, reply),
             }
         }
         // The owner forgets a room only when it is over: after every member's ticket is back,
