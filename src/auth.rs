@@ -9,7 +9,9 @@
 //!
 //! Claims read: `exp` (required), `nbf` (optional), `rooms` (optional: the room paths and
 //! `/prefix/*` patterns the token opens; absent: every `auth = "jwt"` room), `publish` (optional,
-//! default true: false makes a listen-only member). Other claims (`sub`, `iat`, …) are ignored.
+//! default true: false makes a listen-only member), `sub` (optional: who, for presence and the
+//! API's disconnect and ban) and `iat` (optional: a ban refuses tokens issued before it). Other
+//! claims are ignored.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -74,6 +76,10 @@ pub struct Claims {
     pub rooms: Option<Vec<String>>,
     /// False: the member may only listen; a message it sends closes it with 1008.
     pub publish: bool,
+    /// Who the token is for (`sub`): presence shows it; the API disconnects and bans by it.
+    pub sub: Option<String>,
+    /// Issued at, unix seconds (`iat`): a ban refuses tokens issued before it.
+    pub iat: Option<i64>,
 }
 
 impl Claims {
@@ -223,11 +229,22 @@ fn read_claims(payload: &Map<String, Value>) -> Result<Claims, Rejection> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(Rejection::Malformed("token publish is not true or false")),
     };
+    let sub = match payload.get("sub") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(Rejection::Malformed("token sub is not a string")),
+    };
+    let iat = match payload.get("iat") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(numeric_date(v).ok_or(Rejection::Malformed("token iat is not a number"))?),
+    };
     Ok(Claims {
         exp,
         nbf,
         rooms,
         publish,
+        sub,
+        iat,
     })
 }
 

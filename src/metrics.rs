@@ -32,10 +32,12 @@ pub enum CloseReason {
     Policy,
     /// The socket failed (reset, broken pipe).
     Error,
+    /// Closed through the API (4001).
+    Disconnected,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 11] = [
+    pub const ALL: [CloseReason; 12] = [
         CloseReason::Normal,
         CloseReason::Idle,
         CloseReason::SlowConsumer,
@@ -47,6 +49,7 @@ impl CloseReason {
         CloseReason::RoomRemoved,
         CloseReason::Policy,
         CloseReason::Error,
+        CloseReason::Disconnected,
     ];
 
     pub fn label(self) -> &'static str {
@@ -62,6 +65,7 @@ impl CloseReason {
             CloseReason::RoomRemoved => "room_removed",
             CloseReason::Policy => "policy",
             CloseReason::Error => "error",
+            CloseReason::Disconnected => "disconnected",
         }
     }
 }

@@ -5,15 +5,10 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::jwt::{self, b64, now, sign};
 use common::{
     Daemon, TempFile, close, header, read_close, recv_text, send_text, status, upgrade_request,
 };
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 
 const SECRET: &str = "test-secret-test-secret-test-secret!";
 
@@ -50,29 +45,9 @@ fn start() -> (Daemon, TempFile) {
     (Daemon::start(&config(&secret)), secret)
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// A token with this header and these claims (JSON), signed with `key`.
-fn sign(header: &str, claims: &str, key: &[u8]) -> String {
-    let signed = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    mac.update(signed.as_bytes());
-    format!("{signed}.{}", b64(&mac.finalize().into_bytes()))
-}
-
 /// A good token valid for an hour, with `extra` claims (JSON members after a comma).
 fn token(extra: &str) -> String {
-    let claims = format!(r#"{{"exp":{}{extra}}}"#, now() + 3600);
-    sign(r#"{"alg":"HS256","typ":"JWT"}"#, &claims, SECRET.as_bytes())
+    jwt::token(SECRET, extra)
 }
 
 /// The status of an upgrade request for `target` (path and query) with `extra` header lines.

@@ -47,6 +47,8 @@ fn a_valid_token_gives_its_claims_with_defaults() {
             nbf: None,
             rooms: None,
             publish: true,
+            sub: Some("alice".into()),
+            iat: Some(1),
         })
     );
     let c = check(&valid(
@@ -254,6 +256,8 @@ fn rooms_name_paths_and_patterns() {
         nbf: None,
         rooms: rooms.map(|r| r.iter().map(|s| s.to_string()).collect()),
         publish: true,
+        sub: None,
+        iat: None,
     };
     assert!(with(None).opens("/anything"));
     assert!(!with(Some(&[])).opens("/chat"));

@@ -15,7 +15,8 @@ fn syntax_unknown_keys_and_wrong_types_are_reported_where_they_are() {
         err("[[room]]\npath = \"/chat\"\nehco = true\n"),
         "3:1: unknown field `ehco`, expected one of `path`, `subprotocols`, `max_members`, `echo`, \
          `allowed_origins`, `max_message_size`, `max_messages_per_second`, `auth`, \
-         `compression`, `compression_min_size`, `history_size`, `history_ttl`"
+         `compression`, `compression_min_size`, `history_size`, `history_ttl`, `presence`, \
+         `presence_max_events_per_second`"
     );
     assert_eq!(
         err("[sever]\n"),

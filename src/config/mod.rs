@@ -129,6 +129,13 @@ pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(3600);
 /// sequences); past it the oldest messages of the largest rooms go first. 256 MiB: 100 busy rooms
 /// of 1,000 messages of 2 KiB, on a machine that holds 250,000 idle connections in the same.
 pub const DEFAULT_HISTORY_MEMORY: usize = 256 * MIB as usize;
+/// Whether a room tells its `wsrelay.v1` members who joins and leaves: off, as a room of
+/// thousands has little use for a stream of strangers' comings and goings.
+pub const DEFAULT_PRESENCE: bool = false;
+/// Join and leave events a room with presence sends per second at most; past it, members get
+/// the member count instead (`{"type":"members"}`), at most once per second. 50: a chat of a
+/// hundred people coming and going is told every event; a stadium is told counts.
+pub const DEFAULT_PRESENCE_MAX_EVENTS_PER_SECOND: u32 = 50;
 /// Lower bound for `history_memory`: one full-size message per worker must fit.
 pub const HISTORY_MEMORY_FLOOR: usize = MIB as usize;
 
@@ -215,6 +222,10 @@ pub struct RoomConfig {
     pub history_size: usize,
     /// A kept message is dropped after this long.
     pub history_ttl: Duration,
+    /// v1 members get join and leave events, and the API lists the members.
+    pub presence: bool,
+    /// Presence events per second at most; past it, member counts instead.
+    pub presence_max_events_per_second: u32,
 }
 
 /// A room's `auth` key: who may join it.
@@ -347,6 +358,9 @@ impl Config {
                 // The demo chat shows a newcomer the room's recent messages and resumes.
                 history_size: 100,
                 history_ttl: DEFAULT_HISTORY_TTL,
+                // The demo chat shows who is in the room.
+                presence: true,
+                presence_max_events_per_second: DEFAULT_PRESENCE_MAX_EVENTS_PER_SECOND,
             }],
         }
     }

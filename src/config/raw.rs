@@ -62,6 +62,8 @@ pub(super) struct RawRoom {
     pub compression_min_size: Option<Spanned<RawSize>>,
     pub history_size: Option<Spanned<usize>>,
     pub history_ttl: Option<Spanned<RawDuration>>,
+    pub presence: Option<bool>,
+    pub presence_max_events_per_second: Option<Spanned<u32>>,
 }
 
 /// `listen`: one address or a list of them.

@@ -144,6 +144,16 @@ fn room_keys(
         compression_min_size,
         history_size,
         history_ttl,
+        presence: raw.presence.unwrap_or(DEFAULT_PRESENCE),
+        presence_max_events_per_second: match raw.presence_max_events_per_second {
+            Some(n) if *n.get_ref() == 0 => {
+                let message = "presence_max_events_per_second must be at least 1 \
+                               (use presence = false for no events)";
+                return Err(Invalid::new(n.span(), message));
+            }
+            Some(n) => n.into_inner(),
+            None => DEFAULT_PRESENCE_MAX_EVENTS_PER_SECOND,
+        },
     })
 }
 

@@ -73,6 +73,8 @@ fn a_room_gets_every_room_default() {
         compression_min_size: 128,
         history_size: 0,
         history_ttl: Duration::from_secs(3600),
+        presence: false,
+        presence_max_events_per_second: 50,
     };
     assert_eq!(config.rooms, vec![expected]);
 }
@@ -109,6 +111,8 @@ fn every_key_can_be_set() {
         compression_min_size = "1KiB"
         history_size = 500
         history_ttl = "10m"
+        presence = true
+        presence_max_events_per_second = 5
 
         [auth]
         jwt_secret = "0123456789abcdef0123456789abcdef"
@@ -154,6 +158,10 @@ fn every_key_can_be_set() {
     assert_eq!(
         (room.history_size, room.history_ttl),
         (500, Duration::from_secs(600))
+    );
+    assert_eq!(
+        (room.presence, room.presence_max_events_per_second),
+        (true, 5)
     );
     assert_eq!(
         config.auth.unwrap().jwt_secret.expose(),
@@ -345,7 +353,7 @@ fn the_shipped_example_documents_every_key() {
     };
     let (server, room) = (keys("[server]"), keys("[[room]]\npath = \"/x\""));
     let auth = keys("[auth]");
-    assert_eq!((server.len(), room.len(), auth.len()), (16, 12, 2));
+    assert_eq!((server.len(), room.len(), auth.len()), (16, 14, 2));
     for key in server.into_iter().chain(room).chain(auth) {
         assert!(
             documented(&key),

@@ -145,6 +145,40 @@ impl Admission {
         }
     }
 
+    /// The room at `path`, made (with no members) if there is none: a message published from
+    /// outside needs a room to be sequenced in. A room made so with nothing to keep is idle at
+    /// once, and its owner's report ends it ([`Self::expire`]).
+    pub fn room_for(&mut self, path: &str) -> RoomId {
+        if let Some(&id) = self.by_path.get(path) {
+            return id;
+        }
+        let id = RoomId(self.next_room);
+        self.next_room += 1;
+        self.by_path.insert(path.into(), id);
+        let slot = RoomSlot {
+            path: path.into(),
+            members: 0,
+        };
+        self.by_id.insert(id, slot);
+        id
+    }
+
+    /// The room at `path`, if it exists (with members, or lingering).
+    pub fn find(&self, path: &str) -> Option<RoomId> {
+        self.by_path.get(path).copied()
+    }
+
+    /// Rooms with members whose path starts with `prefix`: id, path, members.
+    pub fn open_rooms<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (RoomId, &'a str, usize)> + 'a {
+        self.by_id
+            .iter()
+            .filter(move |(_, s)| s.members > 0 && s.path.starts_with(prefix))
+            .map(|(&id, s)| (id, &*s.path, s.members))
+    }
+
     /// Connections admitted and not yet released.
     pub fn open(&self) -> usize {
         self.open

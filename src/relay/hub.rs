@@ -68,7 +68,14 @@ pub enum Envelope<F, M> {
         /// The room's path (for the owner's records) and history settings.
         path: Arc<str>,
         keep: Keep,
+        /// The room's presence events per second, when it has presence.
+        presence: Option<u32>,
     },
+    /// A member of a room with presence came (`join`) or went: `note` is the event without its
+    /// number, which the owner gives it (`Sink::stamp`) in the room's order.
+    Note { room: RoomId, join: bool, note: F },
+    /// A presence event from the owner, for the room's v1 members.
+    Notice { room: RoomId, frame: F },
     /// The owner registered the `Join` with `ticket`; `seq` is the last number it had sequenced.
     Joined {
         room: RoomId,
@@ -119,6 +126,22 @@ pub trait Sink<F, M> {
     fn send(&mut self, to: WorkerId, envelope: Envelope<F, M>);
     /// Give one sequenced message to local members. Called once per (message, worker).
     fn deliver(&mut self, room: RoomId, seq: u64, frame: &F, to: Recipients<'_, M>);
+    /// On a room's owner: the frame of a presence event, numbered with the room's last sequence
+    /// number (`seq`). Rooms without presence never call it.
+    fn stamp(&mut self, room: RoomId, event: Stamp<'_, F>, seq: u64) -> F
+    where
+        F: Clone,
+    {
+        let _ = (room, seq);
+        match event {
+            Stamp::Note(f) => f.clone(),
+            Stamp::Count(_) => panic!("this sink has no presence"),
+        }
+    }
+    /// Give a presence event to local members (those that take them).
+    fn notice(&mut self, room: RoomId, frame: &F, to: Recipients<'_, M>) {
+        let _ = (room, frame, to);
+    }
     /// `member` is now a member of `room`: it gets `welcome.replay`, then every message
     /// sequenced after `welcome.seq`. Called once per member, from [`Hub::join`] itself when the
     /// worker is already registered with the owner and no replay is wanted, else when the owner's
@@ -126,6 +149,14 @@ pub trait Sink<F, M> {
     fn admitted(&mut self, room: RoomId, member: M, welcome: Welcome<F>) {
         let _ = (room, member, welcome);
     }
+}
+
+/// A presence event to number: a member's join or leave, or the member count that replaces
+/// the events dropped past the room's rate.
+#[derive(Debug, Clone, Copy)]
+pub enum Stamp<'a, F> {
+    Note(&'a F),
+    Count(usize),
 }
 
 /// What a member learns on admission.
@@ -138,6 +169,8 @@ pub struct Welcome<F> {
     pub recovered: bool,
     /// Kept messages it gets before live ones, oldest first, with their numbers.
     pub replay: Vec<(u64, F)>,
+    /// Members of the room, itself included, in a room with presence.
+    pub members: Option<usize>,
 }
 
 /// What a member of a local room is waiting for.
@@ -152,16 +185,19 @@ enum State {
 }
 
 /// What [`Hub::join`] needs to know of a member's room and request.
-#[derive(Debug, Clone, Copy)]
-pub struct Joining<'a> {
+#[derive(Debug, Clone)]
+pub struct Joining<'a, F> {
     /// The room's `echo`; the first member's value holds for the local room.
     pub echo: bool,
     pub path: &'a str,
     pub keep: Keep,
     pub want: Want,
+    /// In a room with presence: its events per second, and this member's join event (without
+    /// its number). The member then waits for the owner's answer, which carries the count.
+    pub presence: Option<(u32, F)>,
 }
 
-impl Joining<'static> {
+impl<F> Joining<'static, F> {
     /// A member of a room without history that asks for nothing but live messages.
     pub fn live(echo: bool) -> Self {
         Joining {
@@ -169,6 +205,7 @@ impl Joining<'static> {
             path: "",
             keep: Keep::NONE,
             want: Want::Live,
+            presence: None,
         }
     }
 }
@@ -229,6 +266,45 @@ struct OwnedRoom<F> {
     history: History<F>,
     /// Reported by `take_idle` since it last had workers or kept messages.
     reported: bool,
+    /// Its presence bookkeeping, when it has presence.
+    presence: Option<Presence>,
+}
+
+/// A room's members and the bucket that paces its presence events.
+struct Presence {
+    members: usize,
+    /// Events per second, and the bucket's size.
+    rate: u32,
+    tokens: f64,
+    refilled: Instant,
+    /// Events were dropped since the last count sent: send the count when the bucket allows.
+    dropped: bool,
+}
+
+impl Presence {
+    fn new(rate: u32, now: Instant) -> Presence {
+        Presence {
+            members: 0,
+            rate,
+            tokens: f64::from(rate),
+            refilled: now,
+            dropped: false,
+        }
+    }
+
+    /// Take a token if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        let rate = f64::from(self.rate);
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// One worker's rooms. See the module doc for the protocol.
@@ -281,7 +357,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
         &mut self,
         room: RoomId,
         member: M,
-        joining: Joining<'_>,
+        joining: Joining<'_, F>,
         sink: &mut impl Sink<F, M>,
     ) -> MemberKey {
         let local = self.local.entry(room).or_insert_with(|| LocalRoom {
@@ -293,7 +369,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
             fetching: Vec::new(),
         });
         let first = local.members.is_empty();
-        let fetches = joining.want.fetches();
+        let fetches = joining.want.fetches() || joining.presence.is_some();
         let state = if fetches {
             State::Fetching
         } else if first || local.pending.is_some() {
@@ -308,6 +384,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                 seq: local.seq,
                 recovered: false,
                 replay: Vec::new(),
+                members: None,
             };
             sink.admitted(room, member, welcome);
         }
@@ -328,14 +405,24 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
         }
         if let Some(ticket) = join_ticket {
             let (path, keep) = (Arc::from(joining.path), joining.keep);
+            let presence = joining.presence.as_ref().map(|p| p.0);
             let join = Envelope::Join {
                 room,
                 from,
                 ticket,
                 path,
                 keep,
+                presence,
             };
             self.send_to_owner(room, join, sink);
+        }
+        if let Some((_, note)) = joining.presence {
+            let note = Envelope::Note {
+                room,
+                join: true,
+                note,
+            };
+            self.send_to_owner(room, note, sink);
         }
         if let Some(ticket) = fetch_ticket {
             let want = joining.want;
@@ -370,6 +457,16 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
         self.send_to_owner(room, Envelope::Leave { room, from }, sink);
     }
 
+    /// A member of a room with presence is leaving: tell the owner (before [`Self::leave`]).
+    pub fn note_leave(&mut self, room: RoomId, note: F, sink: &mut impl Sink<F, M>) {
+        let note = Envelope::Note {
+            room,
+            join: false,
+            note,
+        };
+        self.send_to_owner(room, note, sink);
+    }
+
     /// A local member sent a message to its room.
     pub fn publish(&mut self, room: RoomId, member: M, frame: F, sink: &mut impl Sink<F, M>) {
         let origin = Origin {
@@ -396,7 +493,9 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                 ticket,
                 path,
                 keep,
+                presence,
             } => {
+                let now = self.now;
                 let owned = self.owned.entry(room).or_insert_with(|| OwnedRoom {
                     epoch: Epoch(splitmix64(&mut self.rng)),
                     next_seq: 1,
@@ -405,8 +504,15 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                     keep,
                     history: History::default(),
                     reported: false,
+                    presence: None,
                 });
                 owned.reported = false;
+                if let Some(rate) = presence {
+                    let p = owned
+                        .presence
+                        .get_or_insert_with(|| Presence::new(rate, now));
+                    p.rate = rate;
+                }
                 if !owned.workers.contains(&from) {
                     owned.workers.push(from);
                 }
@@ -449,6 +555,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                             seq,
                             recovered: false,
                             replay,
+                            members: None,
                         };
                         sink.admitted(room, *m, welcome);
                     }
@@ -491,6 +598,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                     seq: last,
                     recovered,
                     replay,
+                    members: owned.presence.as_ref().map(|p| p.members),
                 };
                 let fetched = Envelope::Fetched {
                     room,
@@ -527,6 +635,28 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                     sink.admitted(room, member, welcome);
                 }
             }
+            Envelope::Note { room, join, note } => {
+                let now = self.now;
+                let Some(owned) = self.owned.get_mut(&room) else {
+                    return;
+                };
+                let Some(p) = owned.presence.as_mut() else {
+                    return;
+                };
+                if join {
+                    p.members += 1;
+                } else {
+                    p.members = p.members.saturating_sub(1);
+                }
+                if p.take(now) {
+                    let seq = owned.next_seq - 1;
+                    let frame = sink.stamp(room, Stamp::Note(&note), seq);
+                    self.announce(room, frame, sink);
+                } else {
+                    p.dropped = true;
+                }
+            }
+            Envelope::Notice { room, frame } => self.notice_local(room, &frame, sink),
             Envelope::Publish {
                 room,
                 origin,
@@ -578,6 +708,26 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
         }
     }
 
+    /// Rooms whose presence events were dropped get the member count, when their bucket allows
+    /// (called with the timers, about once a second).
+    pub fn send_counts(&mut self, sink: &mut impl Sink<F, M>) {
+        let now = self.now;
+        let mut due = Vec::new();
+        for (&room, owned) in &mut self.owned {
+            if let Some(p) = owned.presence.as_mut()
+                && p.dropped
+                && p.take(now)
+            {
+                p.dropped = false;
+                due.push((room, p.members, owned.next_seq - 1));
+            }
+        }
+        for (room, members, seq) in due {
+            let frame = sink.stamp(room, Stamp::Count(members), seq);
+            self.announce(room, frame, sink);
+        }
+    }
+
     /// Drop the kept messages past their room's `history_ttl` (at the time of `set_clock`).
     pub fn expire(&mut self) {
         for (&room, owned) in &mut self.owned {
@@ -605,6 +755,79 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
             _ => false,
         });
         idle
+    }
+
+    /// A message from outside the room (the API), on the room's owner: the room's record is made
+    /// if it has none (a new epoch), and the message is sequenced like a member's, with no sender
+    /// (`nobody` is never a member, so echo settings do not apply). Its epoch and number.
+    pub fn inject(
+        &mut self,
+        room: RoomId,
+        path: &str,
+        keep: Keep,
+        frame: F,
+        nobody: M,
+        sink: &mut impl Sink<F, M>,
+    ) -> (Epoch, u64) {
+        let owned = self.owned.entry(room).or_insert_with(|| OwnedRoom {
+            epoch: Epoch(splitmix64(&mut self.rng)),
+            next_seq: 1,
+            workers: Vec::new(),
+            path: Arc::from(path),
+            keep,
+            history: History::default(),
+            reported: false,
+            presence: None,
+        });
+        let epoch = owned.epoch;
+        let seq = owned.next_seq;
+        if owned.workers.is_empty() && keep.size == 0 {
+            // Nobody to tell and nothing to keep: the room is idle as soon as it is made.
+            self.maybe_idle.push(room);
+        }
+        let origin = Origin {
+            worker: WorkerId(u32::MAX),
+            member: nobody,
+        };
+        self.sequence(room, origin, frame, sink);
+        (epoch, seq)
+    }
+
+    /// On the owner: the room's epoch, its last number, and its kept messages after `since` (the
+    /// latest when `None`), at most `limit`, oldest first; `Err` when `since` is older than what
+    /// is kept (some after it are gone). `None`: no such room here.
+    #[allow(clippy::type_complexity)]
+    pub fn history_page(
+        &self,
+        room: RoomId,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Option<(Epoch, u64, Result<Vec<(u64, F)>, ()>)> {
+        let owned = self.owned.get(&room)?;
+        let last = owned.next_seq - 1;
+        let page = match since {
+            None => Ok(owned.history.last(limit)),
+            Some(since) if since >= last => Ok(Vec::new()),
+            Some(since) => match owned.history.since(since, last) {
+                Some(mut all) => {
+                    all.truncate(limit);
+                    Ok(all)
+                }
+                None => Err(()),
+            },
+        };
+        Some((owned.epoch, last, page))
+    }
+
+    /// This worker's admitted members of a room.
+    pub fn local_members(&self, room: RoomId) -> Vec<M> {
+        self.local.get(&room).map_or_else(Vec::new, |l| {
+            l.members
+                .iter()
+                .filter(|(_, (_, state))| *state == State::In)
+                .map(|(_, &(m, _))| m)
+                .collect()
+        })
     }
 
     /// Kept messages over the rooms this hub owns.
@@ -642,6 +865,39 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
     /// The epoch and last sequence number of a room this worker owns.
     pub fn owned_state(&self, room: RoomId) -> Option<(Epoch, u64)> {
         self.owned.get(&room).map(|o| (o.epoch, o.next_seq - 1))
+    }
+
+    /// On the owner: give a presence event to every worker with members, in the room's order.
+    fn announce(&mut self, room: RoomId, frame: F, sink: &mut impl Sink<F, M>) {
+        let Some(owned) = self.owned.get(&room) else {
+            return;
+        };
+        let mut local = false;
+        for &w in &owned.workers {
+            if w == self.me {
+                local = true;
+            } else {
+                let frame = frame.clone();
+                sink.send(w, Envelope::Notice { room, frame });
+            }
+        }
+        if local {
+            self.notice_local(room, &frame, sink);
+        }
+    }
+
+    fn notice_local(&mut self, room: RoomId, frame: &F, sink: &mut impl Sink<F, M>) {
+        let Some(local) = self.local.get(&room) else {
+            return;
+        };
+        if local.pending.is_some() {
+            return;
+        }
+        let to = Recipients {
+            members: local.members.iter(),
+            skip: None,
+        };
+        sink.notice(room, frame, to);
     }
 
     /// Drop the oldest kept messages of the largest rooms until the hub holds at most 15/16 of

@@ -191,6 +191,10 @@ pub struct RoomSettings {
     pub want: Want,
     /// The room's history settings.
     pub keep: Keep,
+    /// Its token's `sub`, in a room with `auth = "jwt"`.
+    pub user: Option<Box<str>>,
+    /// The room's `presence_max_events_per_second` if it has `presence` on.
+    pub presence: Option<u32>,
 }
 
 /// A connection the acceptor has admitted, on its way to a worker.
@@ -221,6 +225,11 @@ pub enum ToWorker {
     /// A new configuration: timers and limits for everyone; connections whose room is gone
     /// are closed with 1001.
     Reload(Arc<WorkerConfig>),
+    /// Part of an API call: carry out `job`, answer on `reply`.
+    Api {
+        job: super::api::work::Job,
+        reply: super::api::work::Reply,
+    },
     /// Close every connection with 1001 and stop once they are gone (or at the deadline).
     Shutdown {
         deadline: std::time::Instant,

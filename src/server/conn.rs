@@ -83,6 +83,12 @@ pub struct Conn {
     pub v1: bool,
     /// It asked to resume (`since`/`epoch`).
     pub resuming: bool,
+    /// Its token's `sub` (rooms with `auth = "jwt"`).
+    pub user: Option<Box<str>>,
+    /// Its room has presence: its coming and going are told.
+    pub presence: bool,
+    /// When it was handed to its worker, in milliseconds since the Unix epoch (presence).
+    pub joined: u64,
     /// Frames behind its replay, queued a share at a time as the socket takes them.
     pub behind: VecDeque<Behind>,
     /// Bytes of the live frames in `behind`, slots included: they count towards its limit.
@@ -143,6 +149,11 @@ impl Conn {
             resuming: matches!(settings.want, crate::relay::history::Want::Since { .. }),
             behind: VecDeque::new(),
             behind_live: 0,
+            user: settings.user.clone(),
+            presence: settings.presence.is_some(),
+            joined: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             last_rx: now,
             next_ping: now + timers.ping_interval,
             rx: 0,

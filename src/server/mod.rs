@@ -249,6 +249,7 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
         config,
         source,
         notify,
+        api: None,
     })
     .map_err(setup("the acceptor loop"))?;
     // Workers that are still busy after the grace period end with the process.

@@ -61,7 +61,7 @@ const SCRATCH_SIZE: usize = 64 * 1024;
 /// writes. (A read call reads at most this much too, so the last one adds at most this plus one
 /// message.) A recipient's queue thus grows by about half its limit at most between two writes,
 /// and one that keeps up is never over the limit after a write.
-const SHARE_DIVISOR: usize = 4;
+pub(super) const SHARE_DIVISOR: usize = 4;
 
 /// Bytes one pass reads, and bytes of messages it takes from other workers, at most: a pass ends
 /// with one gathered write per connection that got frames, so the more it takes in the more
@@ -199,11 +199,14 @@ macro_rules! fanout {
             outgoing: &mut $w.outgoing,
             tally: &mut $w.tally,
             compressor: &mut $w.compressor,
-            share: ($w.limit / SHARE_DIVISOR).max(1),
+            share: ($w.limit / $crate::server::worker::SHARE_DIVISOR).max(1),
             full: &mut $w.full,
         }
     };
 }
+
+// After the macro, which it uses.
+mod api;
 
 impl Worker {
     fn run(&mut self) -> io::Result<()> {
@@ -254,6 +257,7 @@ impl Worker {
             self.inbox_pass(now);
             if now >= next_tick {
                 self.hub.expire();
+                self.hub.send_counts(&mut fanout!(self));
                 self.tick(now);
                 next_tick = now + tick_interval(&self.timers);
             }
@@ -328,6 +332,7 @@ impl Worker {
                 }
             }
             ToWorker::Reload(cfg) => self.reload(&cfg, now),
+            ToWorker::Api { job, reply } => self.api_job(job, reply, now),
             ToWorker::Shutdown { deadline } => {
                 self.stopping = Some(deadline);
                 let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
@@ -457,11 +462,15 @@ impl Worker {
         // registered with the owner already).
         // A copy: the hub may admit the member (and its welcome names the room) during the call.
         let path = self.conns[key].path.clone();
+        let presence = settings
+            .presence
+            .map(|rate| (rate, fanout::presence_note(self.me, &self.conns[key], true)));
         let joining = Joining {
             echo: settings.echo,
             path: &path,
             keep: settings.keep,
             want: settings.want,
+            presence,
         };
         let member = self.hub.join(room, id, joining, &mut fanout!(self));
         self.conns[key].member = Some(member);
@@ -551,6 +560,10 @@ impl Worker {
         let c = &mut self.conns[key];
         if let Some(member) = c.member.take() {
             let room = c.room;
+            if c.presence {
+                let note = fanout::presence_note(self.me, c, false);
+                self.hub.note_leave(room, note, &mut fanout!(self));
+            }
             self.hub.leave(room, member, &mut fanout!(self));
         }
     }

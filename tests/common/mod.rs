@@ -24,6 +24,7 @@ use tungstenite::protocol::Role;
 use tungstenite::{Message, WebSocket};
 
 pub mod frames;
+pub mod jwt;
 pub mod v1;
 
 pub type Ws = WebSocket<TcpStream>;

@@ -14,6 +14,8 @@ pub struct Welcome {
     pub member: String,
     pub recovered: bool,
     pub replayed: u64,
+    /// The member count, in a room with presence.
+    pub members: Option<u64>,
 }
 
 /// A room message as a v1 member gets it: its number and its text (or bytes, for binary).
@@ -52,6 +54,7 @@ pub fn welcome(ws: &mut Ws) -> Welcome {
         member: v["member"].as_str().expect("member").to_owned(),
         recovered: v["recovered"].as_bool().expect("recovered"),
         replayed: v["replayed"].as_u64().expect("replayed"),
+        members: v["members"].as_u64(),
     }
 }
 

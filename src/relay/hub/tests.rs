@@ -103,7 +103,7 @@ fn keep_of(room: RoomId) -> Keep {
     }
 }
 
-fn live(echo: bool) -> Joining<'static> {
+fn live(echo: bool) -> Joining<'static, Msg> {
     Joining::live(echo)
 }
 
@@ -193,6 +193,7 @@ impl Sim {
             path: "/sim",
             keep: keep_of(room),
             want,
+            presence: None,
         };
         let key = self.hubs[w].join(room, m, joining, &mut out);
         self.joined.insert(m, (room, key, self.sessions));
@@ -664,6 +665,7 @@ fn a_room_with_history_is_idle_only_when_its_last_message_expires() {
         path: "/h",
         keep,
         want: Want::Live,
+        presence: None,
     };
     let k = hub.join(RoomId(0), 1, joining, &mut out);
     for msg in 0..5 {
@@ -700,6 +702,7 @@ fn memory_is_taken_from_the_largest_room_first() {
             path: "/m",
             keep,
             want: Want::Live,
+            presence: None,
         };
         hub.join(RoomId(room), 1, joining, &mut out);
         for msg in 0..n {
@@ -717,6 +720,7 @@ fn memory_is_taken_from_the_largest_room_first() {
         path: "/m",
         keep,
         want: Want::Last(100),
+        presence: None,
     };
     hub.join(RoomId(0), 2, small, &mut out);
     let (_, _, w) = out.admitted.last().unwrap();

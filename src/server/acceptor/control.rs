@@ -59,6 +59,9 @@ impl Acceptor {
         for w in &self.workers {
             w.send(ToWorker::Reload(Arc::clone(&wc)));
         }
+        if let Some(api) = &self.api {
+            api.send(crate::server::api::ToApi::Reload(Arc::new(new.clone())));
+        }
         info!(
             "config reloaded from {}: {} rooms",
             source.path.display(),

@@ -3,6 +3,7 @@
 //! each, or an admitted upgrade.
 
 use super::*;
+use crate::auth::Claims;
 use crate::deflate;
 use crate::relay::history::{Keep, V1_PROTOCOL, parse_want};
 
@@ -107,8 +108,8 @@ impl Acceptor {
         {
             return refuse(&mut self.counts, Status::Forbidden, "origin not allowed");
         }
-        let may_publish = match authorize(req, room, self.config.auth.as_ref()) {
-            Ok(may_publish) => may_publish,
+        let (may_publish, user) = match authorize(req, room, self.config.auth.as_ref()) {
+            Ok(claims) => claims,
             Err(r) if r.is_forbidden() => {
                 return refuse(&mut self.counts, Status::Forbidden, r.reason());
             }
@@ -118,6 +119,13 @@ impl Acceptor {
             Ok(want) => want,
             Err(why) => return refuse(&mut self.counts, Status::BadRequest, &why),
         };
+        if let Some(c) = &user
+            && let Some(sub) = &c.sub
+            && self.bans.refuses(&req.path, sub, c.iat)
+        {
+            return refuse(&mut self.counts, Status::Forbidden, "banned from this room");
+        }
+        let user = user.and_then(|c| c.sub).map(String::into_boxed_str);
         let ip = client_ip(
             peer.ip(),
             req.forwarded_for.as_deref(),
@@ -163,6 +171,8 @@ impl Acceptor {
                 compress_from: room.compress_from(),
                 v1,
                 want,
+                user,
+                presence: room.presence.then_some(room.presence_max_events_per_second),
                 keep: Keep {
                     size: room.history_size,
                     ttl: room.history_ttl,
@@ -182,9 +192,9 @@ fn authorize(
     req: &Request,
     room: &RoomConfig,
     auth: Option<&AuthConfig>,
-) -> Result<bool, Rejection> {
+) -> Result<(bool, Option<Claims>), Rejection> {
     let key = match (room.auth, auth) {
-        (RoomAuth::None, _) => return Ok(true),
+        (RoomAuth::None, _) => return Ok((true, None)),
         (RoomAuth::Jwt, Some(auth)) => auth.jwt_secret.expose(),
         // The config refuses a jwt room without a key; were one to slip through, no token opens it.
         (RoomAuth::Jwt, None) => return Err(Rejection::BadSignature),
@@ -194,7 +204,7 @@ fn authorize(
         .map_or(0, |d| d.as_secs());
     let query = req.query.as_deref();
     let claims = crate::auth::admit(query, req.authorization.as_deref(), key, now, &req.path)?;
-    Ok(claims.publish)
+    Ok((claims.publish, Some(claims)))
 }
 
 /// The client's address: the peer's, unless the peer is a trusted proxy, in which case the

@@ -113,6 +113,8 @@ pub struct AcceptorSetup {
     pub config: Config,
     pub source: Option<ConfigSource>,
     pub notify: Option<crate::notify::Notifier>,
+    /// The API thread's mailbox, when `[api]` is configured: it is told of reloads.
+    pub api: Option<Mailbox<crate::server::api::ToApi>>,
 }
 
 /// Where the running config came from, for SIGHUP.
@@ -145,6 +147,9 @@ struct Acceptor {
     /// Failed accepts not yet reported, and when the last report was.
     accept_failures: u64,
     accept_warned: Option<Instant>,
+    /// Users banned from rooms through the API.
+    bans: api::Bans,
+    api: Option<Mailbox<crate::server::api::ToApi>>,
 }
 
 /// Run the acceptor until a shutdown completes.
@@ -171,6 +176,8 @@ pub fn run(setup: AcceptorSetup) -> io::Result<()> {
         accept_retry: None,
         accept_failures: 0,
         accept_warned: None,
+        bans: api::Bans::default(),
+        api: setup.api,
     };
     for (i, l) in a.listeners.iter_mut().enumerate() {
         a.poll

@@ -2,5 +2,6 @@
 //! calls into the relay ([`calls`]).
 
 pub mod calls;
+pub(super) mod work;
 
 pub use calls::{Backend, Body, Call, CallId, Kept, Member, Outcome, RoomInfo, ToApi, Who};

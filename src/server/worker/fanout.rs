@@ -2,16 +2,17 @@
 //! deliveries go into connections' send queues; admitted members get their 101.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use slab::Slab;
 
-use super::super::bus::{HubEnvelope, MemberId, Pick, SharedFrame};
+use super::super::bus::{Frame, HubEnvelope, MemberId, Pick, SharedFrame};
 use super::super::conn::{Behind, Conn};
 use super::super::wire::{self, Opcode};
 use super::encode;
 use crate::deflate::Compressor;
 use crate::metrics::Tally;
-use crate::relay::hub::{Recipients, Sink, Welcome};
+use crate::relay::hub::{Recipients, Sink, Stamp, Welcome};
 use crate::relay::{RoomId, WorkerId};
 
 pub(super) struct Fanout<'a> {
@@ -91,6 +92,32 @@ impl Sink<SharedFrame, MemberId> for Fanout<'_> {
         }
     }
 
+    fn stamp(&mut self, _room: RoomId, event: Stamp<'_, SharedFrame>, seq: u64) -> SharedFrame {
+        let mut json = match event {
+            Stamp::Note(note) => note.bytes.to_vec(),
+            Stamp::Count(n) => format!("{{\"type\":\"members\",\"count\":{n}").into_bytes(),
+        };
+        json.extend_from_slice(format!(",\"seq\":{seq}}}").as_bytes());
+        Arc::new(Frame::new(wire::shared(Opcode::Text, &json), None))
+    }
+
+    fn notice(&mut self, _room: RoomId, frame: &SharedFrame, to: Recipients<'_, MemberId>) {
+        let mut local: Option<Rc<[u8]>> = None;
+        for id in to {
+            let Some(c) = conn_of(self.conns, id) else {
+                continue;
+            };
+            if !c.v1 {
+                continue;
+            }
+            let local = local.get_or_insert_with(|| Rc::from(&frame.bytes[..]));
+            if c.deliver(local) && !c.dirty {
+                c.dirty = true;
+                self.dirty.push(id.key as usize);
+            }
+        }
+    }
+
     fn admitted(&mut self, _room: RoomId, member: MemberId, welcome: Welcome<SharedFrame>) {
         if let Some(c) = conn_of(self.conns, member) {
             let first =
@@ -114,7 +141,7 @@ pub(super) fn member_name(me: WorkerId, id: MemberId) -> String {
 
 /// A v1 member's first frame.
 fn welcome_frame(path: &str, me: WorkerId, id: MemberId, w: &Welcome<SharedFrame>) -> Vec<u8> {
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "type": "welcome",
         "room": path,
         "epoch": w.epoch.to_string(),
@@ -123,7 +150,23 @@ fn welcome_frame(path: &str, me: WorkerId, id: MemberId, w: &Welcome<SharedFrame
         "recovered": w.recovered,
         "replayed": w.replay.len(),
     });
+    if let Some(n) = w.members {
+        json["members"] = n.into();
+    }
     wire::frame(Opcode::Text, json.to_string().as_bytes())
+}
+
+/// A member's join or leave event, without its number (the room's owner adds it: `stamp`):
+/// `{"type":"join","member":"<id>","user":<sub or null>` — not a frame yet.
+pub(super) fn presence_note(me: WorkerId, c: &Conn, join: bool) -> SharedFrame {
+    let json = serde_json::json!({
+        "type": if join { "join" } else { "leave" },
+        "member": member_name(me, c.id),
+        "user": c.user.as_deref(),
+    })
+    .to_string();
+    let open = json.strip_suffix('}').unwrap_or(&json);
+    Arc::new(Frame::new(open.as_bytes().into(), None))
 }
 
 /// Move frames from behind a connection's replay into its send queue while it holds less than
