@@ -248,11 +248,11 @@ try {
     proxy.drop();
     await stream(60, 10, 0, async () => {});
     await sleep(Math.max(0, 1000 - (Date.now() - t0)));
+    await until('a reconnection attempt (refused)', () => proxy.refused >= 1);
     const refused = proxy.refused;
     proxy.refuse = false;
     await showsExactly(alice, pub.log, 'alice');
     const s = await stats(alice);
-    if (refused < 1) throw new Error('no reconnection attempt while refused');
     if (s.resumes !== before.resumes + 1 || s.recovered !== before.recovered + 1) {
       throw new Error('resumes ' + before.resumes + ' → ' + s.resumes + ', recovered ' + before.recovered + ' → ' + s.recovered);
     }
