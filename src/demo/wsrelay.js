@@ -51,7 +51,8 @@
  *   recovery-failed  {reason, epoch, previousEpoch, since, seq, missed, welcome}: right after
  *                    `welcome`, when a resume could not get every missed message. reason "epoch":
  *                    the room was recreated (missed is null: unknown); reason "history": the
- *                    room no longer keeps all `missed` messages after `since` (up to `seq`).
+ *                    room no longer keeps all `missed` messages after `since` (up to `seq`;
+ *                    null when `since` was ahead of the room's `seq`).
  *                    Nothing was replayed. Reload the app's state.
  *   message          {seq, data, binary, epoch}   data is a string, or an ArrayBuffer when binary
  *   close            {code, reason, wasClean, reconnect, delay}   the connection closed; when
@@ -264,7 +265,8 @@ export class WsRelay extends EventTarget {
     } else if (from && (w.recovered !== true) && w.seq !== from.since) {
       // Same room, but what came after `since` is no longer all kept. (Nothing missed at all,
       // w.seq === since, is a success whatever the flag says.)
-      failure = { reason: 'history', missed: Math.max(0, w.seq - from.since) };
+      // missed is unknown (null) when since was ahead of the room: a position saved elsewhere.
+      failure = { reason: 'history', missed: w.seq > from.since ? w.seq - from.since : null };
     }
     if (!(from && w.epoch === from.epoch && w.recovered === true)) {
       // A fresh start in this epoch: what follows is the `replayed` messages up to w.seq, then live.

@@ -210,7 +210,21 @@ await check('history-gone', async () => {
   eq(log.failures.length, 1, 'recovery-failed events');
   const f = log.failures[0];
   eq([f.reason, f.since, f.seq, f.missed, f.epoch], ['history', 1, 40, 39, EPOCH], 'recovery-failed');
-  return "recovered:false in the same epoch: 'recovery-failed' (history, 39 missed), then live from 41";
+  // A saved position ahead of the room (since 50, the room at 41): recovered false, missed unknown.
+  s.drop();
+  s = await nextSocket();
+  s.open();
+  s.welcome({ epoch: EPOCH, seq: 41, recovered: false, replayed: 0 });
+  s.msg(42, 'next');
+  eq(seqs(log), [1, 41, 42], 'delivered');
+  eq(log.failures.length, 1, 'recovery-failed events');
+  const { r: r2, log: log2, sock: sock2 } = relay('ws://127.0.0.1:1/r', { epoch: EPOCH, since: 50 });
+  sock2().open();
+  sock2().welcome({ epoch: EPOCH, seq: 41, recovered: false });
+  sock2().msg(42, 'next');
+  eq([log2.failures[0].reason, log2.failures[0].missed, seqs(log2)], ['history', null, [42]], 'since ahead');
+  r2.close();
+  return "recovered:false in the same epoch: 'recovery-failed' (history, 39 missed), then live from 41; missed null when since was ahead";
 });
 
 await check('nothing-missed', async () => {
