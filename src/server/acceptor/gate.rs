@@ -51,6 +51,17 @@ impl Acceptor {
                 DEMO_PAGE.as_bytes(),
             ));
         }
+        if req.method == "GET"
+            && req.path == "/wsrelay.js"
+            && !req.upgrade_websocket
+            && self.config.server.demo_page
+        {
+            return Answer::Http(http::response_typed(
+                Status::Ok,
+                "text/javascript; charset=utf-8",
+                DEMO_CLIENT.as_bytes(),
+            ));
+        }
         let Some(room) = self.config.route(&req.path) else {
             return refuse(&mut self.counts, Status::NotFound, "no room at this path");
         };

@@ -48,6 +48,10 @@ const MAX_PENDING: usize = 16 * 1024;
 /// The chat page served at `GET /` when `demo_page` is on: self-contained, no external assets.
 const DEMO_PAGE: &str = include_str!("../../demo/chat.html");
 
+/// The browser client for `wsrelay.v1` the demo page imports, served at `GET /wsrelay.js` when
+/// `demo_page` is on.
+const DEMO_CLIENT: &str = include_str!("../../demo/wsrelay.js");
+
 /// How long a plain HTTP answer waits to be read and for the client's EOF.
 const ANSWER_LINGER: Duration = Duration::from_secs(1);
 
