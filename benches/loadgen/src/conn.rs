@@ -1,6 +1,6 @@
 //! A loader thread's connections in the `fanout` and `rooms` scenarios: the frames they read, the
 //! checks on every message (once each, in order per publisher), inflating the ones that arrive
-//! compressed; and what they write.
+//! compressed, taking the `wsrelay.v1` number off the ones that carry it; and what they write.
 
 use std::io::{self, Read, Write};
 use std::time::Instant;
@@ -9,6 +9,7 @@ use mio::Poll;
 
 use crate::hist::Hist;
 use crate::inflate::{Agreed, Inflate};
+use crate::v1::{Expect, Got};
 use crate::ws;
 
 /// Bytes at the start of every message: publisher id, sequence, send time.
@@ -28,6 +29,8 @@ pub struct Conn {
     pub deflate: Option<Agreed>,
     /// This connection's own inflater, for a server that keeps its compression context.
     pub inflate: Option<Box<Inflate>>,
+    /// It speaks `wsrelay.v1`: what its next data frame must be.
+    pub v1: Option<Expect>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -51,6 +54,10 @@ pub struct Counts {
     pub body_bytes: u64,
     /// Messages delivered compressed.
     pub compressed: u64,
+    /// `wsrelay.v1` welcomes received.
+    pub welcomes: u64,
+    /// `wsrelay.v1` messages whose number was not the previous one's + 1 (on that connection).
+    pub seq_gaps: u64,
 }
 
 /// Receive-side state of one thread, apart from the connections.
@@ -67,6 +74,8 @@ pub struct Rx {
     /// The thread's inflater, for servers without context takeover, and its output.
     pub inflate: Inflate,
     pub inflated: Vec<u8>,
+    /// A `wsrelay.v1` text message's data, unescaped.
+    pub unescaped: Vec<u8>,
 }
 
 impl Rx {
@@ -92,16 +101,12 @@ impl Rx {
                         c.inflate.get_or_insert_with(|| Box::new(Inflate::new()))
                     };
                     inflater.message(f.payload, agreed.no_context, &mut out)?;
-                    if out.len() >= HEADER {
-                        self.counts.compressed += 1;
-                        self.message(c, &out, now_ns);
-                    } else {
-                        self.counts.bad_frames += 1;
-                    }
+                    let r = self.data(c, f.op, &out, true, now_ns);
                     self.inflated = out;
+                    r?;
                 }
-                ws::OP_BINARY | ws::OP_TEXT if f.fin && f.payload.len() >= HEADER => {
-                    self.message(c, f.payload, now_ns)
+                ws::OP_BINARY | ws::OP_TEXT if f.fin => {
+                    self.data(c, f.op, f.payload, false, now_ns)?
                 }
                 ws::OP_PING => ws::encode(&mut c.out, ws::OP_PONG, f.payload, MASK),
                 ws::OP_PONG => {}
@@ -113,6 +118,48 @@ impl Rx {
                 _ => self.counts.bad_frames += 1,
             }
         }
+    }
+
+    /// A whole data message as sent by the server (inflated); err: it breaks `wsrelay.v1`.
+    #[inline]
+    fn data(
+        &mut self,
+        c: &mut Conn,
+        op: u8,
+        p: &[u8],
+        compressed: bool,
+        now_ns: u64,
+    ) -> Result<(), String> {
+        let Some(expect) = &mut c.v1 else {
+            self.body(c, p, compressed, now_ns);
+            return Ok(());
+        };
+        let mut text = std::mem::take(&mut self.unescaped);
+        let r = match expect.frame(op, p, &mut text) {
+            Ok(Got::Welcome) => {
+                self.counts.welcomes += 1;
+                Ok(())
+            }
+            Ok(Got::Message { body, in_sequence }) => {
+                self.counts.seq_gaps += u64::from(!in_sequence);
+                self.body(c, body, compressed, now_ns);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        self.unescaped = text;
+        r
+    }
+
+    /// The publisher's bytes of a message.
+    #[inline]
+    fn body(&mut self, c: &Conn, p: &[u8], compressed: bool, now_ns: u64) {
+        if p.len() < HEADER {
+            self.counts.bad_frames += 1;
+            return;
+        }
+        self.counts.compressed += u64::from(compressed);
+        self.message(c, p, now_ns);
     }
 
     #[inline]

@@ -63,7 +63,7 @@ pub fn run(o: &Opts) -> Result<Json, String> {
     let mut index = 0usize;
     while Instant::now() < end {
         while opening < o.concurrency {
-            let hs = Hs::start(o.server, sources.next(), &path, index, false)
+            let hs = Hs::start(o.server, sources.next(), &path, index, ws::Offer::default())
                 .map_err(|e| format!("connect: {e}"))?;
             index += 1;
             let entry = slab.vacant_entry();

@@ -39,7 +39,10 @@ pub fn run(o: &Opts) -> Result<Json, String> {
         |i| format!("{prefix}/idle-{}", i / per_room),
         o.concurrency,
         t_setup + o.setup_timeout,
-        o.deflate,
+        ws::Offer {
+            deflate: o.deflate,
+            v1: false,
+        },
     )?;
     let setup_s = t_setup.elapsed().as_secs_f64();
     let mut poll = Poll::new().map_err(|e| e.to_string())?;

@@ -11,6 +11,7 @@ mod net;
 mod payload;
 mod relay;
 mod sys;
+mod v1;
 mod ws;
 
 use std::collections::HashMap;
@@ -30,9 +31,12 @@ scenarios:
               that deflate compresses 3-6x)  --deflate 0|1 (0; 1: every client offers
               permessage-deflate, the server must agree, compressed messages are inflated
               and checked; reports wire and payload bytes per delivery)
+              --v1 0|1 (0; 1: every client offers the subprotocol wsrelay.v1, the server
+              must choose it; the welcome is checked, the number taken off each message
+              before the usual checks, and numbers must be dense: v1_seq_gaps)
   rooms       R rooms x K members, every member publishes ({prefix}/rooms-N)
               --rooms R (1000) --members K (10) --size B (64) --window W (2) | --rate D
-              --payload, --deflate as for fanout
+              --payload, --deflate, --v1 as for fanout
   idle        C connections held ({prefix}/idle-N, 100 per room); server RSS per connection
               --conns C (19000) --settle SECS (1) --deflate 0|1 (0)
   handshakes  connect + upgrade + close, repeated
@@ -189,6 +193,7 @@ fn run() -> Result<(), String> {
                 size: a.get("size", 64)?,
                 payload,
                 deflate: flag(&a, "deflate")?,
+                v1: flag(&a, "v1")?,
                 window,
                 rate,
                 messages: a.get("messages", 0)?,

@@ -12,7 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Socket, Type};
 
 use crate::inflate;
-use crate::ws::{self, Head};
+use crate::ws::{self, Head, Offer};
 
 /// Source addresses 127.0.0.2 .. 127.0.0.(2 + count), used round robin.
 pub struct Sources {
@@ -82,23 +82,24 @@ pub struct Hs {
 /// What an event did to a handshake.
 pub enum Step {
     Wait,
-    /// Upgraded; bytes read past the response head (frames already sent to us), and what the
-    /// server agreed of permessage-deflate.
+    /// Upgraded; bytes read past the response head (frames already sent to us), what the
+    /// server agreed of permessage-deflate, and whether it chose `wsrelay.v1`.
     Done {
         early: Vec<u8>,
         deflate: Option<inflate::Agreed>,
+        v1: bool,
     },
     Fail(String),
 }
 
 impl Hs {
-    /// Connect and ask for an upgrade to `path`, offering permessage-deflate if `deflate`.
+    /// Connect and ask for an upgrade to `path`, with what it `offer`s.
     pub fn start(
         server: SocketAddrV4,
         source: Ipv4Addr,
         path: &str,
         index: usize,
-        deflate: bool,
+        offer: Offer,
     ) -> io::Result<Hs> {
         let started = Instant::now();
         let stream = connect(server, source)?;
@@ -107,7 +108,7 @@ impl Hs {
             started,
             index,
             state: HsState::Connecting,
-            req: ws::request(&server.to_string(), path, deflate),
+            req: ws::request(&server.to_string(), path, offer),
             sent: 0,
             buf: Vec::new(),
         })
@@ -151,9 +152,9 @@ impl Hs {
                             self.buf.extend_from_slice(&chunk[..n]);
                             match ws::parse_head(&self.buf) {
                                 Head::Incomplete => {}
-                                Head::Upgraded { len, deflate } => {
+                                Head::Upgraded { len, deflate, v1 } => {
                                     let early = self.buf.split_off(len);
-                                    return Step::Done { early, deflate };
+                                    return Step::Done { early, deflate, v1 };
                                 }
                                 Head::Refused(line) => return Step::Fail(line),
                             }
@@ -176,10 +177,13 @@ pub struct Open {
     pub index: usize,
     /// What the server agreed of permessage-deflate.
     pub deflate: Option<inflate::Agreed>,
+    /// It speaks `wsrelay.v1`.
+    pub v1: bool,
 }
 
 /// Open `n` WebSocket connections, `path(i)` for the i-th, at most `concurrency` handshakes at a
-/// time, offering permessage-deflate if `deflate` (and then failing if the server declines it).
+/// time, each with what it `offer`s (failing if the server declines permessage-deflate or
+/// `wsrelay.v1` when offered).
 /// Fails on the first refused connection or at `deadline`. The result is in index order.
 #[allow(clippy::too_many_arguments)]
 pub fn establish(
@@ -189,7 +193,7 @@ pub fn establish(
     path: impl Fn(usize) -> String,
     concurrency: usize,
     deadline: Instant,
-    deflate: bool,
+    offer: Offer,
 ) -> Result<Vec<Open>, String> {
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut events = Events::with_capacity(1024);
@@ -199,7 +203,7 @@ pub fn establish(
     let mut finished = 0;
     while finished < n {
         while next < n && pending.len() < concurrency {
-            let hs = Hs::start(server, sources.next(), &path(next), next, deflate)
+            let hs = Hs::start(server, sources.next(), &path(next), next, offer)
                 .map_err(|e| format!("connection {next}: {e}"))?;
             let entry = pending.vacant_entry();
             let key = entry.key();
@@ -235,11 +239,19 @@ pub fn establish(
                 Step::Done {
                     early,
                     deflate: agreed,
+                    v1,
                 } => {
-                    if deflate && agreed.is_none() {
+                    if offer.deflate && agreed.is_none() {
                         return Err(format!(
                             "connection {}: the server did not agree to permessage-deflate",
                             hs.index
+                        ));
+                    }
+                    if offer.v1 && !v1 {
+                        return Err(format!(
+                            "connection {}: the server did not choose {}",
+                            hs.index,
+                            crate::v1::PROTOCOL
                         ));
                     }
                     let mut hs = pending.remove(key);
@@ -251,6 +263,7 @@ pub fn establish(
                         early,
                         index: hs.index,
                         deflate: agreed,
+                        v1,
                     });
                     finished += 1;
                 }

@@ -28,6 +28,8 @@ use crate::json::Json;
 use crate::net::{self, Open, Sources};
 use crate::payload::{self, Kind};
 use crate::sys;
+use crate::v1::{self, Expect};
+use crate::ws::Offer;
 
 const SETUP: u8 = 0;
 const WARMUP: u8 = 1;
@@ -52,6 +54,9 @@ pub struct Opts {
     pub payload: Kind,
     /// Offer permessage-deflate (and fail if the server declines it).
     pub deflate: bool,
+    /// Offer the subprotocol `wsrelay.v1` (and fail if the server does not choose it): messages
+    /// then arrive numbered, after a welcome.
+    pub v1: bool,
     /// Messages in flight per publisher (windowed mode).
     pub window: Option<u32>,
     /// Deliveries per second over all rooms (rate mode).
@@ -155,6 +160,7 @@ fn thread_main(
             open: true,
             deflate: o.deflate,
             inflate: None,
+            v1: o.v1.then_some(Expect::Welcome),
         });
     }
     let total_pubs = opts.rooms * p;
@@ -178,6 +184,7 @@ fn thread_main(
         epoch: shared.epoch,
         inflate: Inflate::new(),
         inflated: Vec::new(),
+        unescaped: Vec::new(),
     };
     let mut scratch = vec![0u8; SCRATCH];
     // Distinct bodies, made before the run; a message takes one by its publisher and sequence.
@@ -385,7 +392,10 @@ pub fn run(o: &Opts) -> Result<Json, String> {
         },
         o.concurrency,
         t_setup + o.setup_timeout,
-        o.deflate,
+        Offer {
+            deflate: o.deflate,
+            v1: o.v1,
+        },
     )?;
     let setup_s = t_setup.elapsed().as_secs_f64();
 
@@ -522,6 +532,8 @@ pub fn run(o: &Opts) -> Result<Json, String> {
         c.bad_frames += r.counts.bad_frames;
         c.foreign += r.counts.foreign;
         c.disconnected += r.counts.disconnected;
+        c.welcomes += r.counts.welcomes;
+        c.seq_gaps += r.counts.seq_gaps;
         if first_error.is_none() {
             first_error = r.first_error;
         }
@@ -546,6 +558,7 @@ pub fn run(o: &Opts) -> Result<Json, String> {
         j.num("size", o.size as f64);
     }
     j.str("deflate", if o.deflate { "agreed" } else { "off" });
+    j.str("subprotocol", if o.v1 { v1::PROTOCOL } else { "none" });
     match (o.window, o.rate) {
         (Some(w), _) => {
             j.str("mode", "window");
@@ -581,6 +594,11 @@ pub fn run(o: &Opts) -> Result<Json, String> {
     j.num("out_of_order", c.out_of_order as f64);
     j.num("bad_frames", (c.bad_frames + c.foreign) as f64);
     j.num("disconnected", c.disconnected as f64);
+    if o.v1 {
+        // Every connection is welcomed once; its numbers are dense (the room's order).
+        j.num("v1_welcomes", c.welcomes as f64);
+        j.num("v1_seq_gaps", c.seq_gaps as f64);
+    }
     j.num("drain_s", drain_s);
     server_fields(
         &mut j,

@@ -1,7 +1,7 @@
 //! The client side of WebSocket, hand-rolled for speed: the upgrade request, the 101 check,
 //! masked client frames, unmasked server frames. Nothing here allocates per message.
 
-use crate::inflate;
+use crate::{inflate, v1};
 
 /// RFC 6455's sample key and its accept value: every connection may use the same key.
 pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -13,17 +13,27 @@ pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 pub const OP_PONG: u8 = 0xA;
 
-/// The upgrade request for `path` on `host` (e.g. "127.0.0.1:8080"), offering
-/// permessage-deflate if `deflate`.
-pub fn request(host: &str, path: &str, deflate: bool) -> Vec<u8> {
-    let offer = if deflate {
-        format!("Sec-WebSocket-Extensions: {}\r\n", inflate::OFFER)
-    } else {
-        String::new()
-    };
+/// What a client offers in its upgrade request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offer {
+    /// permessage-deflate, as Chromium offers it.
+    pub deflate: bool,
+    /// The subprotocol `wsrelay.v1`.
+    pub v1: bool,
+}
+
+/// The upgrade request for `path` on `host` (e.g. "127.0.0.1:8080"), with what it `offer`s.
+pub fn request(host: &str, path: &str, offer: Offer) -> Vec<u8> {
+    let mut extra = String::new();
+    if offer.deflate {
+        extra += &format!("Sec-WebSocket-Extensions: {}\r\n", inflate::OFFER);
+    }
+    if offer.v1 {
+        extra += &format!("Sec-WebSocket-Protocol: {}\r\n", v1::PROTOCOL);
+    }
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     )
     .into_bytes()
 }
@@ -33,11 +43,12 @@ pub fn request(host: &str, path: &str, deflate: bool) -> Vec<u8> {
 pub enum Head {
     /// No blank line yet.
     Incomplete,
-    /// A 101 with the right accept key; the head is `len` bytes (frames may follow), and what
-    /// it says of permessage-deflate.
+    /// A 101 with the right accept key; the head is `len` bytes (frames may follow), what it
+    /// says of permessage-deflate, and whether it chose `wsrelay.v1`.
     Upgraded {
         len: usize,
         deflate: Option<inflate::Agreed>,
+        v1: bool,
     },
     /// Anything else; the status line, for the report.
     Refused(String),
@@ -59,14 +70,22 @@ pub fn parse_head(buf: &[u8]) -> Head {
     if find(head, ACCEPT).is_none() {
         return Head::Refused("101 without the expected Sec-WebSocket-Accept".into());
     }
-    let deflate = String::from_utf8_lossy(head)
-        .split("\r\n")
-        .filter_map(|line| line.split_once(':'))
-        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("sec-websocket-extensions"))
+    let head = String::from_utf8_lossy(head);
+    let headers = || {
+        head.split("\r\n")
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim(), value.trim()))
+    };
+    let deflate = headers()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-extensions"))
         .find_map(|(_, value)| inflate::agreed(value));
+    let v1 = headers().any(|(name, value)| {
+        name.eq_ignore_ascii_case("sec-websocket-protocol") && value == v1::PROTOCOL
+    });
     Head::Upgraded {
         len: end + 4,
         deflate,
+        v1,
     }
 }
 
@@ -180,9 +199,15 @@ mod tests {
             parse_head(ok),
             Head::Upgraded {
                 len: ok.len() - 2,
-                deflate: None
+                deflate: None,
+                v1: false
             }
         );
+        let chosen = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: wsrelay.v1\r\n\r\n";
+        assert!(matches!(
+            parse_head(chosen),
+            Head::Upgraded { v1: true, .. }
+        ));
         let deflated = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nsec-websocket-extensions: permessage-deflate; server_no_context_takeover\r\n\r\n";
         assert!(matches!(
             parse_head(deflated),
