@@ -92,6 +92,10 @@ pub struct Tally {
     /// Members that asked to resume (`since`/`epoch`) and got everything they missed, or not.
     pub resumes_recovered: u64,
     pub resumes_unrecovered: u64,
+    /// Presence events handed to members (join, leave, counts), and those dropped past a
+    /// room's rate (replaced by a count).
+    pub presence_sent: u64,
+    pub presence_coalesced: u64,
     pub closed: [u64; CloseReason::ALL.len()],
 }
 
@@ -107,6 +111,8 @@ impl Tally {
             && self.messages_replayed == 0
             && self.resumes_recovered == 0
             && self.resumes_unrecovered == 0
+            && self.presence_sent == 0
+            && self.presence_coalesced == 0
             && self.closed.iter().all(|&c| c == 0)
     }
 
@@ -130,6 +136,8 @@ pub struct WorkerCounters {
     messages_replayed: AtomicU64,
     resumes_recovered: AtomicU64,
     resumes_unrecovered: AtomicU64,
+    presence_sent: AtomicU64,
+    presence_coalesced: AtomicU64,
     /// Messages and bytes kept by the rooms this worker sequences (gauges, set every pass).
     kept_messages: AtomicU64,
     kept_bytes: AtomicU64,
@@ -186,6 +194,9 @@ impl WorkerCounters {
             .fetch_add(t.resumes_recovered, Relaxed);
         self.resumes_unrecovered
             .fetch_add(t.resumes_unrecovered, Relaxed);
+        self.presence_sent.fetch_add(t.presence_sent, Relaxed);
+        self.presence_coalesced
+            .fetch_add(t.presence_coalesced, Relaxed);
         for (c, n) in self.closed.iter().zip(t.closed) {
             if n > 0 {
                 c.fetch_add(n, Relaxed);
@@ -212,6 +223,8 @@ impl WorkerCounters {
             messages_replayed: self.messages_replayed.load(Relaxed),
             resumes_recovered: self.resumes_recovered.load(Relaxed),
             resumes_unrecovered: self.resumes_unrecovered.load(Relaxed),
+            presence_sent: self.presence_sent.load(Relaxed),
+            presence_coalesced: self.presence_coalesced.load(Relaxed),
             closed,
         }
     }
@@ -273,6 +286,8 @@ pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounter
         sum.messages_replayed += s.messages_replayed;
         sum.resumes_recovered += s.resumes_recovered;
         sum.resumes_unrecovered += s.resumes_unrecovered;
+        sum.presence_sent += s.presence_sent;
+        sum.presence_coalesced += s.presence_coalesced;
         for (a, b) in sum.closed.iter_mut().zip(s.closed) {
             *a += b;
         }
@@ -380,6 +395,16 @@ pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounter
             "wsrelay_messages_replayed_total",
             "Kept messages replayed to members that asked (?last=, ?since=).",
             sum.messages_replayed,
+        ),
+        (
+            "wsrelay_presence_events_total",
+            "Presence events (join, leave, member counts) handed to rooms' v1 members.",
+            sum.presence_sent,
+        ),
+        (
+            "wsrelay_presence_events_coalesced_total",
+            "Presence events dropped past a room's presence_max_events_per_second (a member count is sent instead).",
+            sum.presence_coalesced,
         ),
         (
             "wsrelay_slow_consumer_disconnects_total",

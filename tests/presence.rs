@@ -147,5 +147,11 @@ fn past_the_rate_members_get_a_count_instead() {
         }
     }
     assert!(joins <= 3, "{joins} join events past a rate of 2");
+    let coalesced = d.wait_metric("wsrelay_presence_events_coalesced_total", |v| v >= 7.0);
+    let sent = d.wait_metric("wsrelay_presence_events_total", |v| v >= 1.0);
+    assert!(
+        sent + coalesced >= 11.0,
+        "{sent} sent, {coalesced} coalesced"
+    );
     drop(others);
 }

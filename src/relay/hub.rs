@@ -210,6 +210,14 @@ impl<F> Joining<'static, F> {
     }
 }
 
+/// Presence events of the rooms a hub owns: handed out (member counts included), and dropped
+/// past a room's rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PresenceCounts {
+    pub sent: u64,
+    pub coalesced: u64,
+}
+
 /// Kept messages, over the rooms a hub owns.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Kept {
@@ -321,6 +329,9 @@ pub struct Hub<F, M> {
     kept: Kept,
     /// Owned rooms that may have become idle (no workers, nothing kept).
     maybe_idle: Vec<RoomId>,
+    /// Presence events numbered and handed out, and dropped past a room's rate, since the
+    /// caller last took them.
+    presence_counts: PresenceCounts,
     /// splitmix64 state for epochs.
     rng: u64,
     _frame: std::marker::PhantomData<fn(F)>,
@@ -344,6 +355,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
             memory: usize::MAX,
             kept: Kept::default(),
             maybe_idle: Vec::new(),
+            presence_counts: PresenceCounts::default(),
             rng: seed,
             _frame: std::marker::PhantomData,
         }
@@ -651,9 +663,11 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                 if p.take(now) {
                     let seq = owned.next_seq - 1;
                     let frame = sink.stamp(room, Stamp::Note(&note), seq);
+                    self.presence_counts.sent += 1;
                     self.announce(room, frame, sink);
                 } else {
                     p.dropped = true;
+                    self.presence_counts.coalesced += 1;
                 }
             }
             Envelope::Notice { room, frame } => self.notice_local(room, &frame, sink),
@@ -724,6 +738,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
         }
         for (room, members, seq) in due {
             let frame = sink.stamp(room, Stamp::Count(members), seq);
+            self.presence_counts.sent += 1;
             self.announce(room, frame, sink);
         }
     }
@@ -828,6 +843,11 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                 .map(|(_, &(m, _))| m)
                 .collect()
         })
+    }
+
+    /// Presence events since the last call.
+    pub fn take_presence_counts(&mut self) -> PresenceCounts {
+        std::mem::take(&mut self.presence_counts)
     }
 
     /// Kept messages over the rooms this hub owns.

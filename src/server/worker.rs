@@ -647,6 +647,9 @@ impl Worker {
         }
         let kept = self.hub.kept();
         self.counters.set_kept(kept.messages, kept.bytes);
+        let presence = self.hub.take_presence_counts();
+        self.tally.presence_sent += presence.sent;
+        self.tally.presence_coalesced += presence.coalesced;
         self.counters.add(&mut self.tally);
         self.counters.beat();
     }
