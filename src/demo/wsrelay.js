@@ -8,6 +8,7 @@
  *   const room = new WsRelay('wss://relay.example/chat', { last: 50 });
  *   room.addEventListener('message', (e) => show(e.detail.seq, e.detail.data));
  *   room.addEventListener('recovery-failed', () => reloadFromYourBackend());
+ *   room.addEventListener('presence', (e) => showCount(e.detail.count));  // rooms with presence
  *   room.send('hello');                 // plain text (or an ArrayBuffer / typed array / Blob)
  *   room.close();                       // for good: no reconnection after this
  *
@@ -26,6 +27,13 @@
  *     epoch changed; or the missed messages are no longer kept), it says `"recovered": false` and
  *     replays nothing: this module then fires `recovery-failed`, and the app reloads its state from
  *     wherever it keeps it. Messages that follow are the live ones, still once each, in order.
+ *   - In a room with `presence = true`, the welcome carries the member count (this connection
+ *     included) and the server tells who joins and leaves, in the room's order with its messages.
+ *     This module keeps the count up to date from them (`members`) and passes each on as a
+ *     `presence` event. A member never hears of its own join, nor of members that joined before
+ *     it (the count covers those). Past the room's `presence_max_events_per_second` the server
+ *     drops joins and leaves and later sends the count instead (type "members"): a list of members
+ *     built from join and leave events is then no longer complete, the count still is.
  *   - Frames of a type it does not know (later protocol versions add some) are ignored.
  *   - A server that does not answer with `wsrelay.v1` fails the handshake (browsers refuse an
  *     offered subprotocol left unanswered; this module closes such a socket if one opens anyway),
@@ -47,7 +55,9 @@
  *   open             {protocol}   the WebSocket opened (with wsrelay.v1); the welcome follows
  *   welcome          the server's welcome {room, epoch, seq, member, recovered, replayed} plus
  *                    `resumed` (true when this connection asked to resume). Before this connection's
- *                    first message; `replayed` replayed messages, then live ones.
+ *                    first message; `replayed` replayed messages, then live ones. In a room with
+ *                    presence it also has `members`, the member count (this connection included):
+ *                    members seen joining on an earlier connection may have left since.
  *   recovery-failed  {reason, epoch, previousEpoch, since, seq, missed, welcome}: right after
  *                    `welcome`, when a resume could not get every missed message. reason "epoch":
  *                    the room was recreated (missed is null: unknown); reason "history": the
@@ -55,6 +65,14 @@
  *                    null when `since` was ahead of the room's `seq`).
  *                    Nothing was replayed. Reload the app's state.
  *   message          {seq, data, binary, epoch}   data is a string, or an ArrayBuffer when binary
+ *   presence         {type, member, user, count, seq}   in a room with presence, after the welcome:
+ *                    type "join" or "leave": `member` (its id in the room) came or went; `user`
+ *                    is its token's `sub` in a room with `auth = "jwt"`, else null.
+ *                    type "members": some joins and leaves were dropped (too many at once) and
+ *                    this is the count now; `member` and `user` are null.
+ *                    `count` is the member count after the event (null if the welcome had none);
+ *                    `seq` the room's last message sequence number when it happened (presence
+ *                    events take no number of their own and are never replayed).
  *   close            {code, reason, wasClean, reconnect, delay}   the connection closed; when
  *                    `reconnect` is true the next attempt starts in `delay` ms
  *
@@ -67,10 +85,13 @@
  *                    to reconnect) or "ended" (after close())
  *   position         {epoch, since}: where a resume would start (null before the first welcome)
  *   member           this connection's member id in the room (from the welcome)
+ *   members          the room's member count, this connection included: the welcome's, kept up
+ *                    to date by presence events; null in a room without presence or before the
+ *                    first welcome
  *   welcome          the last welcome received
  *   stats            counts: connects, welcomes, resumes, recovered, recoveryFailed, replayed,
  *                    delivered, duplicates, gaps (a seq more than one above the last delivered:
- *                    never expected from a conforming server)
+ *                    never expected from a conforming server), presence (events passed on)
  *   socket           the current WebSocket, for diagnostics; closing it yourself is handled as a
  *                    dropped connection (the module reconnects and resumes)
  */
@@ -119,10 +140,11 @@ export class WsRelay extends EventTarget {
   #timer = 0;
   #state = 'connecting';
   #member = null;
+  #members = null;     // the room's member count (presence), from the welcome and the events since
   #welcome = null;
   #stats = {
     connects: 0, welcomes: 0, resumes: 0, recovered: 0, recoveryFailed: 0,
-    replayed: 0, delivered: 0, duplicates: 0, gaps: 0,
+    replayed: 0, delivered: 0, duplicates: 0, gaps: 0, presence: 0,
   };
 
   constructor(url, options = {}) {
@@ -141,6 +163,7 @@ export class WsRelay extends EventTarget {
 
   get state() { return this.#state; }
   get member() { return this.#member; }
+  get members() { return this.#members; }
   get welcome() { return this.#welcome; }
   get socket() { return this.#ws; }
   get stats() { return { ...this.#stats }; }
@@ -246,7 +269,8 @@ export class WsRelay extends EventTarget {
       if (!m || typeof m !== 'object') return;
       if (m.type === 'welcome') this.#onWelcome(m);
       else if (m.type === 'message' && typeof m.data === 'string') this.#deliver(m.seq, m.data, false);
-      // Any other type (presence, reset, error in later versions) is ignored.
+      else if (m.type === 'join' || m.type === 'leave' || m.type === 'members') this.#presence(m);
+      // Any other type (reset, error in later versions) is ignored.
       return;
     }
     if (!(data instanceof ArrayBuffer) || data.byteLength < 8) return;
@@ -274,6 +298,7 @@ export class WsRelay extends EventTarget {
     }
     this.#epoch = w.epoch;
     this.#member = typeof w.member === 'string' ? w.member : null;
+    this.#members = Number.isSafeInteger(w.members) && w.members >= 0 ? w.members : null;
     this.#welcome = w;
     this.#welcomed = true;
     this.#attempt = 0;
@@ -305,6 +330,25 @@ export class WsRelay extends EventTarget {
     this.#lastSeq = seq;
     this.#stats.delivered++;
     this.#emit('message', { seq, data, binary, epoch: this.#epoch });
+  }
+
+  // A join, leave or members event: the count follows it, and the page hears of it.
+  #presence(m) {
+    if (!this.#welcomed) return; // the welcome comes first; anything before it is not ours
+    let member = null;
+    let user = null;
+    if (m.type === 'members') {
+      if (!Number.isSafeInteger(m.count) || m.count < 0) return;
+      this.#members = m.count;
+    } else {
+      if (typeof m.member !== 'string') return;
+      member = m.member;
+      user = typeof m.user === 'string' ? m.user : null;
+      if (this.#members !== null) this.#members = Math.max(0, this.#members + (m.type === 'join' ? 1 : -1));
+    }
+    this.#stats.presence++;
+    const seq = Number.isSafeInteger(m.seq) && m.seq >= 0 ? m.seq : null;
+    this.#emit('presence', { type: m.type, member, user, count: this.#members, seq });
   }
 
   #emit(type, detail) {

@@ -65,8 +65,9 @@ const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
 function relay(url = 'ws://127.0.0.1:1/r', opts = {}) {
   FakeSocket.all = [];
   const r = new WsRelay(url, { WebSocket: FakeSocket, minDelay: 1, maxDelay: 4, ...opts });
-  const log = { messages: [], welcomes: [], failures: [], closes: [], connecting: [] };
+  const log = { messages: [], welcomes: [], failures: [], closes: [], connecting: [], presence: [] };
   r.addEventListener('message', (e) => log.messages.push(e.detail));
+  r.addEventListener('presence', (e) => log.presence.push(e.detail));
   r.addEventListener('welcome', (e) => log.welcomes.push(e.detail));
   r.addEventListener('recovery-failed', (e) => log.failures.push(e.detail));
   r.addEventListener('close', (e) => log.closes.push(e.detail));
@@ -142,7 +143,7 @@ await check('ignores', async () => {
   s.open();
   s.msg(1, 'before the welcome');
   s.welcome({ epoch: EPOCH, seq: 0 });
-  s.text({ type: 'join', member: 'm2' });
+  s.text({ type: 'typing', member: 'm2' });
   s.text({ type: 'reset' });
   s.text({ type: 'error', message: 'x' });
   s.text('not json');
@@ -153,7 +154,50 @@ await check('ignores', async () => {
   s.msg(2, 'two');
   eq(seqs(log), [1, 2], 'delivered');
   eq(log.welcomes.length, 1, 'welcomes');
+  eq(log.presence.length, 0, 'presence events');
   return 'unknown types, a second welcome, short binary frames, anything before the welcome and a repeated seq';
+});
+
+await check('presence', async () => {
+  const { r, log, sock, nextSocket } = relay();
+  let s = sock();
+  s.open();
+  s.text({ type: 'join', member: 'm0', user: null, seq: 0 }); // before the welcome: not ours
+  eq(r.members, null, 'members before the welcome');
+  s.welcome({ epoch: EPOCH, seq: 3, members: 2 });
+  eq(r.members, 2, 'members from the welcome');
+  s.text({ type: 'join', member: '1-7', user: null, seq: 3 });
+  s.msg(4, 'hi');
+  s.text({ type: 'join', member: '2-9', user: 'ada', seq: 4 });
+  s.text({ type: 'leave', member: '1-7', user: null, seq: 4 });
+  s.text({ type: 'members', count: 40, seq: 4 });
+  s.text({ type: 'leave', member: '2-9', user: 'ada', seq: 4 });
+  // Malformed ones are dropped: no member, a count that is not one.
+  s.text({ type: 'join', user: 'x', seq: 4 });
+  s.text({ type: 'members', count: -1, seq: 4 });
+  s.text({ type: 'members', count: '3', seq: 4 });
+  eq(log.presence, [
+    { type: 'join', member: '1-7', user: null, count: 3, seq: 3 },
+    { type: 'join', member: '2-9', user: 'ada', count: 4, seq: 4 },
+    { type: 'leave', member: '1-7', user: null, count: 3, seq: 4 },
+    { type: 'members', member: null, user: null, count: 40, seq: 4 },
+    { type: 'leave', member: '2-9', user: 'ada', count: 39, seq: 4 },
+  ], 'presence events');
+  eq([r.members, r.stats.presence, seqs(log)], [39, 5, [4]], 'count, stats, messages');
+  // A new connection starts from its own welcome's count; a room without presence has none.
+  s.drop();
+  s = await nextSocket();
+  s.open();
+  s.welcome({ epoch: EPOCH, seq: 4, recovered: true, members: 12 });
+  eq([r.members, log.welcomes.at(-1).members], [12, 12], 'members after a resume');
+  s.drop();
+  s = await nextSocket();
+  s.open();
+  s.welcome({ epoch: EPOCH, seq: 4, recovered: true });
+  s.text({ type: 'join', member: '1-8', user: null, seq: 4 });
+  eq([r.members, log.presence.at(-1).count], [null, null], 'members without presence');
+  r.close();
+  return "the welcome's members, then join +1, leave -1, members sets it; 'presence' events with member, user, count, seq";
 });
 
 await check('resume', async () => {
