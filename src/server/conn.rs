@@ -46,6 +46,13 @@ pub enum Behind {
     Live(Rc<[u8]>),
 }
 
+/// The frames behind a replay, and the bytes of the live ones among them (slots included: they
+/// count towards the connection's limit; the kept ones are history's, shared).
+pub struct BehindQueue {
+    frames: VecDeque<Behind>,
+    live: usize,
+}
+
 /// The timeouts a connection follows.
 #[derive(Debug, Clone, Copy)]
 pub struct Timers {
@@ -89,10 +96,9 @@ pub struct Conn {
     pub presence: bool,
     /// When it was handed to its worker, in milliseconds since the Unix epoch (presence).
     pub joined: u64,
-    /// Frames behind its replay, queued a share at a time as the socket takes them.
-    pub behind: VecDeque<Behind>,
-    /// Bytes of the live frames in `behind`, slots included: they count towards its limit.
-    behind_live: usize,
+    /// Frames behind its replay, queued a share at a time as the socket takes them (boxed: most
+    /// connections never have a replay, and an idle connection should cost little).
+    behind: Option<Box<BehindQueue>>,
     last_rx: Instant,
     next_ping: Instant,
     /// Bytes read since the worker last asked.
@@ -147,8 +153,7 @@ impl Conn {
             compress_from: settings.compress_from,
             v1: settings.v1,
             resuming: matches!(settings.want, crate::relay::history::Want::Since { .. }),
-            behind: VecDeque::new(),
-            behind_live: 0,
+            behind: None,
             user: settings.user.clone(),
             presence: settings.presence.is_some(),
             joined: std::time::SystemTime::now()
@@ -183,17 +188,31 @@ impl Conn {
         if let Some(w) = welcome {
             self.out.push_owned(w);
         }
-        self.behind
-            .extend(replay.into_iter().map(|(seq, f)| Behind::Kept(seq, f)));
+        if !replay.is_empty() {
+            let frames = replay.into_iter().map(|(seq, f)| Behind::Kept(seq, f));
+            self.behind = Some(Box::new(BehindQueue {
+                frames: frames.collect(),
+                live: 0,
+            }));
+        }
+    }
+
+    /// Frames wait behind a replay.
+    pub fn has_behind(&self) -> bool {
+        self.behind.is_some()
     }
 
     /// Take the next frame waiting behind the replay.
     pub fn next_behind(&mut self) -> Option<Behind> {
-        let b = self.behind.pop_front()?;
-        if let Behind::Live(f) = &b {
-            self.behind_live -= f.len() + CHUNK_OVERHEAD;
+        let q = self.behind.as_mut()?;
+        let b = q.frames.pop_front();
+        if let Some(Behind::Live(f)) = &b {
+            q.live -= f.len() + CHUNK_OVERHEAD;
         }
-        Some(b)
+        if q.frames.is_empty() {
+            self.behind = None;
+        }
+        b
     }
 
     /// Take credit for a message of `len` bytes it publishes (see `flow`).
@@ -307,11 +326,12 @@ impl Conn {
         if !self.session.is_open() {
             return false;
         }
-        if self.behind.is_empty() {
-            self.out.push_shared(frame);
-        } else {
-            self.behind_live += frame.len() + CHUNK_OVERHEAD;
-            self.behind.push_back(Behind::Live(Rc::clone(frame)));
+        match &mut self.behind {
+            None => self.out.push_shared(frame),
+            Some(q) => {
+                q.live += frame.len() + CHUNK_OVERHEAD;
+                q.frames.push_back(Behind::Live(Rc::clone(frame)));
+            }
         }
         self.pass_bytes = self.pass_bytes.saturating_add(frame.len() as u32);
         true
@@ -319,7 +339,8 @@ impl Conn {
 
     /// Still open and holding more than `limit` bytes: too slow (asked after a write attempt).
     pub fn over(&self, limit: usize) -> bool {
-        self.session.is_open() && self.out.queued() + self.behind_live > limit
+        let behind = self.behind.as_ref().map_or(0, |q| q.live);
+        self.session.is_open() && self.out.queued() + behind > limit
     }
 
     /// Start the close handshake from our side with `code` and `text`. A slow consumer's queued
@@ -339,8 +360,7 @@ impl Conn {
             self.out.drop_unstarted();
         }
         // Nothing behind a replay goes out after our close frame.
-        self.behind.clear();
-        self.behind_live = 0;
+        self.behind = None;
         let mut control = Vec::new();
         self.session
             .close(code, text, reason, now, timers.close_timeout, &mut control);

@@ -604,12 +604,12 @@ impl Worker {
             // pass; the rest next pass, or when the socket is writable again.
             let share = (self.limit / SHARE_DIVISOR).max(1);
             let mut rounds = 0;
-            while !c.behind.is_empty() && c.out.is_empty() && rounds < REPLAY_ROUNDS {
+            while c.has_behind() && c.out.is_empty() && rounds < REPLAY_ROUNDS {
                 top_up(c, share, &mut self.compressor, &mut self.tally);
                 self.tally.bytes_out += c.flush(&mut self.scratch) as u64;
                 rounds += 1;
             }
-            if !c.behind.is_empty() && c.out.is_empty() {
+            if c.has_behind() && c.out.is_empty() {
                 self.replaying.push(key);
             }
             if c.over(self.limit) {

@@ -198,5 +198,5 @@ pub(super) fn top_up(
             Some(Behind::Live(f)) => c.out.push_shared(&f),
         }
     }
-    !c.behind.is_empty()
+    c.has_behind()
 }
