@@ -135,6 +135,8 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
         );
         listeners.extend(activated.into_iter().map(mio::net::TcpListener::from_std));
     }
+    // Before the listeners are announced, so that every connection is accepted the same way.
+    let tuned = listeners.iter().map(acceptor::tune).collect();
     let notify = crate::notify::Notifier::from_env();
 
     let (signals_rx, signals_tx) =
@@ -250,6 +252,7 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
         source,
         notify,
         api: None,
+        tuned,
     })
     .map_err(setup("the acceptor loop"))?;
     // Workers that are still busy after the grace period end with the process.

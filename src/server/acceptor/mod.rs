@@ -7,6 +7,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -69,6 +70,14 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// At most one warning about failing accepts per this long (with the count since the last).
 const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 
+/// `TCP_DEFER_ACCEPT` on the listeners, in seconds: the kernel hands us a connection only once
+/// its first bytes (the request) have arrived, so accepting it costs no wake-up, no empty read
+/// and no register/deregister pair in the acceptor's poll. A connection that sends nothing is
+/// handed over after about this long anyway (the first SYN-ACK retransmission, 1 s); its
+/// handshake deadline is then shortened by as much (see [`Acceptor::accept`]).
+const DEFER_ACCEPT_SECS: libc::c_int = 1;
+const DEFER_ACCEPT: Duration = Duration::from_secs(DEFER_ACCEPT_SECS as u64);
+
 /// A TCP connection whose request is being read, or whose HTTP answer is being written.
 struct Pending {
     stream: TcpStream,
@@ -87,6 +96,17 @@ enum PendingState {
         out: Vec<u8>,
         written: usize,
     },
+}
+
+/// What a [`Acceptor::read_request`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Got {
+    /// The socket had nothing yet.
+    Nothing,
+    /// Part of the head is in; the rest is awaited.
+    Partial,
+    /// The request was answered, handed off, or the connection dropped.
+    Done,
 }
 
 /// What to do with a complete request.
@@ -119,6 +139,8 @@ pub struct AcceptorSetup {
     pub notify: Option<crate::notify::Notifier>,
     /// The API thread's mailbox, when `[api]` is configured: it is told of reloads.
     pub api: Option<Mailbox<crate::server::api::ToApi>>,
+    /// Per listener, what [`tune`] set on it.
+    pub tuned: Vec<Tuned>,
 }
 
 /// Where the running config came from, for SIGHUP.
@@ -154,6 +176,48 @@ struct Acceptor {
     /// Users banned from rooms through the API.
     bans: api::Bans,
     api: Option<Mailbox<crate::server::api::ToApi>>,
+    /// Per listener: its sockets inherit `TCP_NODELAY` (set once on the listener) and its
+    /// connections wait in the kernel until they have sent something (`TCP_DEFER_ACCEPT`).
+    tuned: Vec<Tuned>,
+}
+
+/// What a listener's options spare each of its connections ([`tune`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tuned {
+    nodelay: bool,
+    defer: bool,
+}
+
+/// Set an integer TCP option on a socket.
+fn set_tcp_option(fd: &impl AsRawFd, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: a valid descriptor and a pointer to an int that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Tune a listener for cheap accepts: accepted sockets inherit `TCP_NODELAY` from it (no
+/// `setsockopt` per connection), and `TCP_DEFER_ACCEPT` keeps a connection in the kernel until
+/// its request has arrived. Either may fail (not TCP, an old kernel): then each connection gets
+/// `TCP_NODELAY` itself, or waits in our poll for its request, as before. Call it before the
+/// listener is announced: a connection made before it is not deferred, and if silent it would
+/// be taken for one that was (its deadline shortened).
+pub fn tune(listener: &TcpListener) -> Tuned {
+    Tuned {
+        nodelay: set_tcp_option(listener, libc::TCP_NODELAY, 1).is_ok(),
+        defer: set_tcp_option(listener, libc::TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECS).is_ok(),
+    }
 }
 
 /// Run the acceptor until a shutdown completes.
@@ -161,6 +225,11 @@ pub fn run(setup: AcceptorSetup) -> io::Result<()> {
     let server = &setup.config.server;
     let admission = Admission::new(server.max_connections, server.max_connections_per_ip);
     let to_wake = vec![false; setup.workers.len()];
+    assert_eq!(
+        setup.tuned.len(),
+        setup.listeners.len(),
+        "one Tuned per listener"
+    );
     let mut a = Acceptor {
         poll: setup.poll,
         listeners: setup.listeners,
@@ -182,6 +251,7 @@ pub fn run(setup: AcceptorSetup) -> io::Result<()> {
         accept_warned: None,
         bans: api::Bans::default(),
         api: setup.api,
+        tuned: setup.tuned,
     };
     for (i, l) in a.listeners.iter_mut().enumerate() {
         a.poll
@@ -344,7 +414,10 @@ impl Acceptor {
                 warn!("{peer}: {MAX_PENDING} handshakes in progress already; closing");
                 continue;
             }
-            let _ = stream.set_nodelay(true);
+            let tuned = self.tuned[listener];
+            if !tuned.nodelay {
+                let _ = stream.set_nodelay(true);
+            }
             let key = self.pending.insert(Pending {
                 stream,
                 peer,
@@ -353,11 +426,18 @@ impl Acceptor {
                 state: PendingState::Reading,
                 registered: false,
             });
-            // The request has usually arrived with the connection: read it at once, and take the
+            // The request has usually arrived with the connection (always, with
+            // `TCP_DEFER_ACCEPT`, unless the client sent nothing): read it at once, and take the
             // connection into the poll only if it must wait (no register/deregister pair for a
             // connection that is answered or handed off right away). Registration reports what
             // became readable in between, so nothing is missed.
-            self.read_request(key, now);
+            if self.read_request(key, now) == Got::Nothing && tuned.defer {
+                // Deferred for DEFER_ACCEPT already: the deadline runs from the connect, about
+                // that long ago (a quarter of the timeout at least is left).
+                let timeout = self.config.server.handshake_timeout;
+                let left = timeout.saturating_sub(DEFER_ACCEPT).max(timeout / 4);
+                self.pending[key].deadline = now + left;
+            }
             if let Some(p) = self.pending.get_mut(key) {
                 let token = Token(LISTENER_END + key);
                 let interest = Interest::READABLE | Interest::WRITABLE;
@@ -380,14 +460,18 @@ impl Acceptor {
             return;
         };
         match p.state {
-            PendingState::Reading => self.read_request(key, now),
+            PendingState::Reading => {
+                self.read_request(key, now);
+            }
             PendingState::Answering { .. } => self.write_answer(key),
         }
     }
 
-    fn read_request(&mut self, key: usize, now: Instant) {
+    /// Read what the socket has of the request head; answer or hand off once it is complete.
+    fn read_request(&mut self, key: usize, now: Instant) -> Got {
         let max = self.config.server.max_header_size;
         let p = &mut self.pending[key];
+        let mut got = Got::Nothing;
         loop {
             let len = p.buf.len();
             // Read a little past the limit so an oversized head is recognised as such.
@@ -397,41 +481,42 @@ impl Acceptor {
                 Ok(0) => {
                     p.buf.truncate(len);
                     self.drop_pending(key);
-                    return;
+                    return Got::Done;
                 }
-                Ok(n) => p.buf.truncate(len + n),
+                Ok(n) => {
+                    p.buf.truncate(len + n);
+                    got = Got::Partial;
+                }
                 Err(e) => {
                     p.buf.truncate(len);
                     if would_block(&e) {
-                        break;
+                        return got;
                     }
                     if e.kind() != io::ErrorKind::Interrupted {
                         self.drop_pending(key);
-                        return;
+                        return Got::Done;
                     }
+                    continue;
                 }
             }
             match http::parse(&p.buf, max) {
                 Parsed::Partial if p.buf.len() <= max => continue,
                 Parsed::Partial | Parsed::TooLarge => {
-                    return self.answer_http(
-                        key,
-                        Status::HeadersTooLarge,
-                        "request head too large\n",
-                    );
+                    self.answer_http(key, Status::HeadersTooLarge, "request head too large\n");
                 }
                 Parsed::Invalid => {
-                    return self.answer_http(key, Status::BadRequest, "malformed request\n");
+                    self.answer_http(key, Status::BadRequest, "malformed request\n");
                 }
                 Parsed::Complete { request, len } => {
                     let early = p.buf.split_off(len);
                     let peer = p.peer;
-                    return match self.answer(&request, peer, early) {
+                    match self.answer(&request, peer, early) {
                         Answer::Http(out) => self.answer_with(key, out, now),
                         Answer::Upgrade(h) => self.hand_off(key, *h),
-                    };
+                    }
                 }
             }
+            return Got::Done;
         }
     }
 
