@@ -638,8 +638,10 @@ impl Worker {
             }
         }
         if !self.closed.is_empty() {
+            // Not woken: the acceptor takes the tickets whenever it wakes, before it admits
+            // anyone or answers /metrics, and at least once per tick.
             self.acceptor
-                .send(ToAcceptor::Closed(std::mem::take(&mut self.closed)));
+                .push(ToAcceptor::Closed(std::mem::take(&mut self.closed)));
         }
         let idle = self.hub.take_idle();
         if !idle.is_empty() {

@@ -297,11 +297,13 @@ impl Acceptor {
                 return Err(e);
             }
             let now = Instant::now();
+            // Workers hand back tickets without waking us (a wake-up per worker pass would cost
+            // a context switch per handshake or so): whatever woke us, take them first, so
+            // every admission and every /metrics answer counts what has closed.
+            self.drain_inbox();
             for ev in events.iter() {
                 match ev.token() {
-                    WAKER => {
-                        self.drain_inbox();
-                    }
+                    WAKER => {}
                     SIGNAL => return self.shutdown(),
                     RELOAD => self.reload(),
                     Token(i) if i < LISTENER_END => self.accept(i, now),
