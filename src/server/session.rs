@@ -5,7 +5,11 @@
 //! already read off the socket, and what it writes (pongs, close frames) goes into a buffer the
 //! connection moves into its send queue, the same queue as the shared fan-out frames, so
 //! everything goes out in one order. This module adds what the relay decides: the close codes for
-//! each failure, the message rate, subscribe-only clients, and the phases of a close. It never
+//! each failure, the message rate, subscribe-only clients, and the phases of a close. One
+//! shortcut: a small, whole, unfragmented data frame arriving while tungstenite holds nothing is
+//! decoded here (unmasked, UTF-8 checked), as tungstenite would; everything else still goes
+//! through tungstenite, whole frames at a time, and a test holds the two paths to the same
+//! answers (`the_quick_path_decides_as_tungstenite_does`). It never
 //! touches a socket or a clock (time is passed in), so tests and fuzz targets drive it with bytes.
 
 use std::io::{self, Read, Write};
@@ -28,6 +32,12 @@ use intake::{Failure, Intake, Step};
 /// shared read buffer, so this only has to hold an unfinished frame: a small start keeps 100k
 /// idle clients cheap; it grows to the frame being read when it must.
 const READ_BUFFER_SIZE: usize = 256;
+
+/// The largest payload [`Session::feed`] unmasks itself (on the stack) instead of passing the
+/// frame to tungstenite: chat-sized messages, where tungstenite's per-frame work (a zero-filled
+/// chunk, a copy, a shared buffer split and reallocated, a `Bytes` per message) costs more than
+/// the message. Longer frames go to tungstenite, whose costs they amortize.
+const QUICK_MAX: usize = 512;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +178,12 @@ pub struct Session {
     /// Bytes the client sent after its request head, until the first feed (a connection with
     /// an intake only: they go through it; the others give them to tungstenite at once).
     early: Vec<u8>,
+    /// tungstenite may hold part of a frame or of a fragmented message: every byte goes through
+    /// it from now on. Until then, [`Session::feed`] decodes small whole data frames itself and
+    /// hands tungstenite only whole frames, which leave nothing behind in it (see [`quick`]).
+    tungstenite_holds: bool,
+    /// The room's message size limit, as tungstenite has it.
+    max_message_size: usize,
 }
 
 impl Session {
@@ -205,6 +221,7 @@ impl Session {
         deflate: bool,
     ) -> Self {
         let config = Some(ws_config(max_message_size));
+        let tungstenite_holds = !early.is_empty() && !deflate;
         let (ctx, early) = if early.is_empty() || deflate {
             (WebSocketContext::new(Role::Server, config), early)
         } else {
@@ -219,6 +236,8 @@ impl Session {
             reason: None,
             intake: deflate.then(|| Box::new(Intake::new(max_message_size))),
             early,
+            tungstenite_holds,
+            max_message_size,
         }
     }
 
@@ -249,6 +268,7 @@ impl Session {
 
     /// A reload changed the room's message size limit.
     pub fn set_max_message_size(&mut self, max: usize) {
+        self.max_message_size = max;
         if let Some(intake) = &mut self.intake {
             intake.set_max_message_size(max);
         }
@@ -278,7 +298,7 @@ impl Session {
             return; // The WebSocket is over; what arrives now is discarded.
         }
         let failure = match self.intake.take() {
-            None => self.read_ws(input, now, close_timeout, out, pongs, publish),
+            None => self.quick(input, now, close_timeout, out, pongs, publish),
             Some(mut intake) => {
                 let early = std::mem::take(&mut self.early);
                 let mut failure = None;
@@ -309,6 +329,73 @@ impl Session {
             }
             self.linger(now, close_timeout);
         }
+    }
+
+    /// A connection without an intake: while tungstenite holds nothing, small whole data frames
+    /// are decoded here (what tungstenite would do for them: unmask, check UTF-8, then the
+    /// relay's checks of [`Session::read_ws`] in its order) and every other whole frame is given
+    /// to tungstenite alone, so it is left holding nothing again. A frame cut by the end of the
+    /// input, or the first frame of a fragmented message, goes to tungstenite with the rest of
+    /// the input, and from then on everything does.
+    fn quick(
+        &mut self,
+        mut input: &[u8],
+        now: Instant,
+        close_timeout: Duration,
+        out: &mut Vec<u8>,
+        pongs: &mut Vec<Vec<u8>>,
+        publish: &mut impl FnMut(Opcode, &[u8]),
+    ) -> Option<Failure> {
+        if self.tungstenite_holds {
+            return self.read_ws(input, now, close_timeout, out, pongs, publish);
+        }
+        while !self.tungstenite_holds && !input.is_empty() {
+            if self.phase != Phase::Open {
+                break; // Closing or closed: tungstenite decides what the rest means.
+            }
+            let Some(head) = wire::client_frame(input) else {
+                break; // The frame is not whole.
+            };
+            let (frame, rest) = input.split_at(head.len);
+            input = rest;
+            let simple = head.fin && head.rsv == 0 && head.masked && matches!(head.opcode, 1 | 2);
+            let payload = &frame[head.header..];
+            if !simple || payload.len() > QUICK_MAX.min(self.max_message_size) {
+                // Control frames, oddities (tungstenite fails them) and long frames: whole, to
+                // tungstenite. The first frame of a fragmented message leaves it holding that.
+                if !head.fin && head.opcode != 0 && head.opcode < 8 {
+                    self.tungstenite_holds = true;
+                }
+                if let Some(f) = self.read_ws(frame, now, close_timeout, out, pongs, publish) {
+                    return Some(f);
+                }
+                continue;
+            }
+            let mut buf = [0u8; QUICK_MAX];
+            let message = &mut buf[..payload.len()];
+            wire::unmask(payload, head.mask, message);
+            let op = if head.opcode == 1 {
+                if std::str::from_utf8(message).is_err() {
+                    return Some(BAD_UTF8);
+                }
+                Opcode::Text
+            } else {
+                Opcode::Binary
+            };
+            if !self.may_publish {
+                return Some(NOT_PUBLISHER);
+            }
+            if !self.bucket.take(now) {
+                return Some(RATE_LIMIT);
+            }
+            publish(op, message);
+        }
+        if input.is_empty() || matches!(self.phase, Phase::Lingering { .. } | Phase::Closed { .. })
+        {
+            return None; // All used, or the WebSocket is over and the rest is discarded.
+        }
+        self.tungstenite_holds = true;
+        self.read_ws(input, now, close_timeout, out, pongs, publish)
     }
 
     /// A connection with an intake: its frames split between tungstenite and the compressed

@@ -78,6 +78,72 @@ pub(crate) fn parts(frame: &[u8]) -> (Opcode, &[u8]) {
     (op, &frame[start..])
 }
 
+/// The header of a whole client frame at the start of some input (as far as a frame's bytes
+/// tell; whether it is allowed is the reader's business).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientHead {
+    pub fin: bool,
+    /// The three reserved bits, shifted down (RSV1 is 4).
+    pub rsv: u8,
+    pub opcode: u8,
+    pub masked: bool,
+    pub mask: [u8; 4],
+    /// The header's length in bytes.
+    pub header: usize,
+    /// The whole frame's length in bytes: header and payload.
+    pub len: usize,
+}
+
+/// The header of the frame `input` starts with, if the whole frame is in `input`.
+pub fn client_frame(input: &[u8]) -> Option<ClientHead> {
+    let (&b0, &b1) = (input.first()?, input.get(1)?);
+    let masked = b1 & 0x80 != 0;
+    let (ext, payload) = match b1 & 0x7f {
+        126 => (
+            2,
+            u64::from(u16::from_be_bytes(input.get(2..4)?.try_into().ok()?)),
+        ),
+        127 => (8, u64::from_be_bytes(input.get(2..10)?.try_into().ok()?)),
+        n => (0, u64::from(n)),
+    };
+    let header = 2 + ext + if masked { 4 } else { 0 };
+    let len = usize::try_from(payload).ok()?.checked_add(header)?;
+    if input.len() < len {
+        return None;
+    }
+    let mut mask = [0u8; 4];
+    if masked {
+        mask.copy_from_slice(&input[header - 4..header]);
+    }
+    Some(ClientHead {
+        fin: b0 & 0x80 != 0,
+        rsv: (b0 >> 4) & 0x07,
+        opcode: b0 & 0x0f,
+        masked,
+        mask,
+        header,
+        len,
+    })
+}
+
+/// Unmask a client payload into `out` (of the same length), eight bytes at a time.
+pub fn unmask(payload: &[u8], mask: [u8; 4], out: &mut [u8]) {
+    debug_assert_eq!(payload.len(), out.len());
+    let m = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut src = payload.chunks_exact(8);
+    let mut dst = out.chunks_exact_mut(8);
+    for (s, d) in (&mut src).zip(&mut dst) {
+        let v = u64::from_ne_bytes(s.try_into().expect("8 bytes")) ^ m;
+        d.copy_from_slice(&v.to_ne_bytes());
+    }
+    let done = payload.len() - src.remainder().len();
+    for (i, (s, d)) in src.remainder().iter().zip(dst.into_remainder()).enumerate() {
+        *d = s ^ mask[(done + i) % 4];
+    }
+}
+
 /// A close frame with `code` and a reason cut to fit the 123 bytes a control frame allows,
 /// on a character boundary.
 pub fn close(code: u16, reason: &str) -> Vec<u8> {
@@ -146,6 +212,40 @@ mod tests {
                 assert_eq!(parts(&shared_compressed(op, &payload)), (op, &payload[..]));
             }
         }
+    }
+
+    #[test]
+    fn unmask_matches_the_bytewise_xor() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        for len in [0, 1, 7, 8, 9, 16, 31, 512] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let mut out = vec![0; len];
+            unmask(&payload, mask, &mut out);
+            let want: Vec<u8> = payload
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            assert_eq!(out, want, "{len}");
+        }
+    }
+
+    #[test]
+    fn client_frame_heads_need_the_whole_frame() {
+        let f = [0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+        let h = client_frame(&f).unwrap();
+        assert_eq!((h.fin, h.rsv, h.opcode, h.masked), (true, 0, 1, true));
+        assert_eq!((h.mask, h.header, h.len), ([1, 2, 3, 4], 6, 8));
+        for cut in 0..f.len() {
+            assert_eq!(client_frame(&f[..cut]), None, "{cut}");
+        }
+        let mut long = vec![0x02, 126, 0, 200];
+        long.extend([0; 200]);
+        let h = client_frame(&long).unwrap();
+        assert_eq!((h.fin, h.masked, h.header, h.len), (false, false, 4, 204));
+        // A 64-bit length nobody can send whole.
+        let huge = [0x82, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
+        assert_eq!(client_frame(&huge), None);
     }
 
     #[test]

@@ -176,3 +176,127 @@ fn early_bytes_are_decoded_by_an_empty_feed() {
     );
     assert_eq!(got, [(Opcode::Text, b"early".to_vec())]);
 }
+
+/// A masked client frame with its first byte and second byte's mask bit as given.
+fn raw(first: u8, masked: bool, payload: &[u8]) -> Vec<u8> {
+    let mut f = client(first, payload);
+    if !masked {
+        // Drop the mask key and unmask the payload again.
+        let at = if payload.len() < 126 { 2 } else { 4 };
+        f[1] &= 0x7f;
+        f.drain(at..at + 4);
+        f[at..].copy_from_slice(payload);
+    }
+    f
+}
+
+/// Everything a feed shows: the messages, the bytes out and the pongs, the phase, the reason.
+type Seen = (
+    Vec<(Opcode, Vec<u8>)>,
+    Vec<u8>,
+    &'static str,
+    Option<CloseReason>,
+);
+
+fn seen(mut s: Session, input: &[u8], chunk: usize) -> Seen {
+    let (got, out) = run(&mut s, input, chunk);
+    let phase = match s.phase() {
+        Phase::Open => "open",
+        Phase::Closing { .. } => "closing",
+        Phase::Lingering { .. } => "lingering",
+        Phase::Closed { .. } => "closed",
+    };
+    (got, out, phase, s.reason())
+}
+
+#[test]
+fn the_quick_path_decides_as_tungstenite_does() {
+    let long = vec![b'x'; 600];
+    let mid = vec![b'y'; 126];
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        (
+            "small data",
+            vec![client(0x81, b"a"), client(0x82, b"b"), client(0x81, b"")],
+        ),
+        (
+            "lengths",
+            vec![client(0x81, &mid), client(0x82, &long), client(0x81, b"c")],
+        ),
+        (
+            "ping between",
+            vec![client(0x81, b"a"), client(0x89, b"p"), client(0x82, b"b")],
+        ),
+        ("pong", vec![client(0x8A, b"p"), client(0x81, b"a")]),
+        (
+            "fragmented, then whole",
+            vec![
+                client(0x01, b"fr"),
+                client(0x89, b""),
+                client(0x80, b"ag"),
+                client(0x81, b"after"),
+            ],
+        ),
+        (
+            "bad utf-8",
+            vec![client(0x81, b"ok"), client(0x81, &[0xff, 0xfe])],
+        ),
+        (
+            "cut utf-8",
+            vec![client(0x81, "é".as_bytes()[..1].as_ref())],
+        ),
+        (
+            "rsv1 without deflate",
+            vec![client(0xC1, b"z"), client(0x81, b"a")],
+        ),
+        ("rsv3", vec![client(0x91, b"z")]),
+        ("unmasked", vec![client(0x81, b"a"), raw(0x81, false, b"b")]),
+        ("reserved opcode", vec![client(0x83, b"a")]),
+        ("lone continuation", vec![client(0x80, b"a")]),
+        (
+            "too big",
+            vec![client(0x81, b"a"), client(0x82, &vec![1; 1001])],
+        ),
+        (
+            "close then data",
+            vec![client(0x88, &1000u16.to_be_bytes()), client(0x81, b"a")],
+        ),
+        ("bad close", vec![client(0x88, &[3])]),
+        (
+            "cut at the end",
+            vec![client(0x81, b"a"), client(0x82, b"bcd")[..5].to_vec()],
+        ),
+    ];
+    for (name, frames) in cases {
+        let input = frames.concat();
+        let fresh = || Session::new(1000, 0, true, Vec::new(), Instant::now());
+        let mut reference = fresh();
+        reference.tungstenite_holds = true; // Every byte through tungstenite.
+        let want = seen(reference, &input, input.len());
+        assert_eq!(seen(fresh(), &input, input.len()), want, "{name}: whole");
+        assert_eq!(seen(fresh(), &input, 7), want, "{name}: in pieces");
+    }
+}
+
+#[test]
+fn the_quick_path_keeps_the_relay_checks() {
+    let input = [client(0x81, b"a"), client(0x82, b"b"), client(0x81, b"c")].concat();
+    for (rate, may_publish) in [(2, true), (0, false), (1, false)] {
+        let fresh = || Session::new(1000, rate, may_publish, Vec::new(), Instant::now());
+        let mut reference = fresh();
+        reference.tungstenite_holds = true;
+        let want = seen(reference, &input, input.len());
+        assert_eq!(
+            seen(fresh(), &input, input.len()),
+            want,
+            "{rate} {may_publish}"
+        );
+    }
+    // A smaller limit than the quick path's own: tungstenite's 1009 still.
+    let fresh = || Session::new(10, 0, true, Vec::new(), Instant::now());
+    let input = client(0x82, &[7; 11]);
+    let mut reference = fresh();
+    reference.tungstenite_holds = true;
+    let want = seen(reference, &input, input.len());
+    assert_eq!(want.3, Some(CloseReason::TooBig));
+    assert_eq!(seen(fresh(), &input, input.len()), want);
+}
