@@ -176,6 +176,8 @@ struct Acceptor {
     /// Users banned from rooms through the API.
     bans: api::Bans,
     api: Option<Mailbox<crate::server::api::ToApi>>,
+    /// Where request heads are read: a head that comes whole is parsed in place.
+    scratch: Box<[u8]>,
     /// Per listener: its sockets inherit `TCP_NODELAY` (set once on the listener) and its
     /// connections wait in the kernel until they have sent something (`TCP_DEFER_ACCEPT`).
     tuned: Vec<Tuned>,
@@ -252,6 +254,7 @@ pub fn run(setup: AcceptorSetup) -> io::Result<()> {
         bans: api::Bans::default(),
         api: setup.api,
         tuned: setup.tuned,
+        scratch: vec![0; READ_CHUNK].into_boxed_slice(),
     };
     for (i, l) in a.listeners.iter_mut().enumerate() {
         a.poll
@@ -475,34 +478,38 @@ impl Acceptor {
         let p = &mut self.pending[key];
         let mut got = Got::Nothing;
         loop {
-            let len = p.buf.len();
             // Read a little past the limit so an oversized head is recognised as such.
-            let want = (max + 1).saturating_sub(len).clamp(1, READ_CHUNK);
-            p.buf.resize(len + want, 0);
-            match p.stream.read(&mut p.buf[len..]) {
+            let want = (max + 1).saturating_sub(p.buf.len()).clamp(1, READ_CHUNK);
+            let n = match p.stream.read(&mut self.scratch[..want]) {
                 Ok(0) => {
-                    p.buf.truncate(len);
                     self.drop_pending(key);
                     return Got::Done;
                 }
-                Ok(n) => {
-                    p.buf.truncate(len + n);
-                    got = Got::Partial;
+                Ok(n) => n,
+                Err(e) if would_block(&e) => return got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.drop_pending(key);
+                    return Got::Done;
                 }
-                Err(e) => {
-                    p.buf.truncate(len);
-                    if would_block(&e) {
-                        return got;
-                    }
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        self.drop_pending(key);
-                        return Got::Done;
+            };
+            got = Got::Partial;
+            // A head usually comes in one read: it is parsed where it landed, and only a head
+            // still incomplete is kept (exactly its bytes: no zero-filled 2 KiB per connection).
+            let fresh = p.buf.is_empty();
+            let head = if fresh {
+                &self.scratch[..n]
+            } else {
+                p.buf.extend_from_slice(&self.scratch[..n]);
+                &p.buf[..]
+            };
+            match http::parse(head, max) {
+                Parsed::Partial if head.len() <= max => {
+                    if fresh {
+                        p.buf.extend_from_slice(&self.scratch[..n]);
                     }
                     continue;
                 }
-            }
-            match http::parse(&p.buf, max) {
-                Parsed::Partial if p.buf.len() <= max => continue,
                 Parsed::Partial | Parsed::TooLarge => {
                     self.answer_http(key, Status::HeadersTooLarge, "request head too large\n");
                 }
@@ -510,7 +517,7 @@ impl Acceptor {
                     self.answer_http(key, Status::BadRequest, "malformed request\n");
                 }
                 Parsed::Complete { request, len } => {
-                    let early = p.buf.split_off(len);
+                    let early = head[len..].to_vec();
                     let peer = p.peer;
                     match self.answer(&request, peer, early) {
                         Answer::Http(out) => self.answer_with(key, out, now),
