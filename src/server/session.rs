@@ -182,8 +182,6 @@ pub struct Session {
     /// it from now on. Until then, [`Session::feed`] decodes small whole data frames itself and
     /// hands tungstenite only whole frames, which leave nothing behind in it (see [`quick`]).
     tungstenite_holds: bool,
-    /// The room's message size limit, as tungstenite has it.
-    max_message_size: usize,
 }
 
 impl Session {
@@ -237,7 +235,6 @@ impl Session {
             intake: deflate.then(|| Box::new(Intake::new(max_message_size))),
             early,
             tungstenite_holds,
-            max_message_size,
         }
     }
 
@@ -268,7 +265,6 @@ impl Session {
 
     /// A reload changed the room's message size limit.
     pub fn set_max_message_size(&mut self, max: usize) {
-        self.max_message_size = max;
         if let Some(intake) = &mut self.intake {
             intake.set_max_message_size(max);
         }
@@ -360,7 +356,12 @@ impl Session {
             input = rest;
             let simple = head.fin && head.rsv == 0 && head.masked && matches!(head.opcode, 1 | 2);
             let payload = &frame[head.header..];
-            if !simple || payload.len() > QUICK_MAX.min(self.max_message_size) {
+            let c = self.ctx.get_config();
+            let max = c
+                .max_message_size
+                .min(c.max_frame_size)
+                .unwrap_or(usize::MAX);
+            if !simple || payload.len() > QUICK_MAX.min(max) {
                 // Control frames, oddities (tungstenite fails them) and long frames: whole, to
                 // tungstenite. The first frame of a fragmented message leaves it holding that.
                 if !head.fin && head.opcode != 0 && head.opcode < 8 {
