@@ -164,7 +164,28 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// In file order.
     pub rooms: Vec<RoomConfig>,
+    /// The `[cluster]` table; `None`: a node on its own, rooms sequenced by their owner worker.
+    pub cluster: Option<ClusterConfig>,
 }
+
+/// `[cluster]`: several nodes share rooms through one Redis (see `server::cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://host[:port]`, as given.
+    pub redis_url: String,
+    /// Host and port (6379 when the URL has none); resolved when the node connects.
+    pub redis: (String, u16),
+    /// This node in logs; empty in the file means hostname:port, filled in at start.
+    pub name: String,
+    /// Keys and channels start with it (`<prefix>:room:{<path>}`).
+    pub prefix: String,
+}
+
+/// Keys and channels start with this when `[cluster]` sets no `prefix`.
+pub const DEFAULT_CLUSTER_PREFIX: &str = "wsrelay";
+
+/// Redis's port when a `redis://` URL gives none.
+pub const DEFAULT_REDIS_PORT: u16 = 6379;
 
 /// The `[server]` table, defaults filled in. Field docs give the TOML key where it differs.
 #[derive(Debug, Clone, PartialEq)]
@@ -343,6 +364,7 @@ impl Config {
                 ..ServerConfig::default()
             },
             auth: None,
+            cluster: None,
             rooms: vec![RoomConfig {
                 path: "/*".to_owned(),
                 pattern: true,

@@ -16,6 +16,17 @@ pub(super) struct RawConfig {
     pub server: RawServer,
     pub auth: Option<Spanned<RawAuth>>,
     pub room: Vec<Spanned<RawRoom>>,
+    pub cluster: Option<Spanned<RawCluster>>,
+}
+
+/// `[cluster]`: scale-out over Redis.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawCluster {
+    /// One URL; a list is refused until rooms are spread over several Redis (jump hash).
+    pub redis: Option<Spanned<toml::Value>>,
+    pub name: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
 }
 
 /// `[auth]`: exactly one of the two keys, checked in validation.

@@ -584,3 +584,42 @@ fn a_jwt_room_needs_the_secret() {
             .is_some()
     );
 }
+
+#[test]
+fn cluster_table() {
+    let c = ok("[cluster]\nredis = \"redis://127.0.0.1:6390\"\n");
+    let cl = c.cluster.expect("cluster");
+    assert_eq!(cl.redis, ("127.0.0.1".to_owned(), 6390));
+    assert_eq!(cl.prefix, "wsrelay");
+    assert_eq!(cl.name, "");
+    let c = ok("[cluster]\nredis = \"redis://[::1]\"\nname = \"a\"\nprefix = \"p\"\n");
+    let cl = c.cluster.expect("cluster");
+    assert_eq!(cl.redis, ("::1".to_owned(), 6379));
+    assert_eq!((cl.name.as_str(), cl.prefix.as_str()), ("a", "p"));
+    assert!(ok("").cluster.is_none());
+}
+
+#[test]
+fn cluster_errors() {
+    for (text, says) in [
+        ("[cluster]\n", "needs redis"),
+        (
+            "[cluster]\nredis = [\"redis://a\", \"redis://b\"]\n",
+            "one URL",
+        ),
+        ("[cluster]\nredis = \"http://a\"\n", "not a redis://"),
+        ("[cluster]\nredis = \"redis://:pw@a:1\"\n", "credentials"),
+        ("[cluster]\nredis = \"redis://a:0\"\n", "bad port"),
+        (
+            "[cluster]\nredis = \"redis://a\"\nprefix = \"a b\"\n",
+            "no spaces",
+        ),
+        (
+            "[cluster]\nredis = \"redis://a\"\nshards = 2\n",
+            "unknown field",
+        ),
+    ] {
+        let e = super::validate::parse(text, None).expect_err(text);
+        assert!(e.message().contains(says), "{text}: {}", e.message());
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawAuth, RawConfig, RawDuration, RawListen, RawServer, RawSize};
+use super::raw::{RawAuth, RawCluster, RawConfig, RawDuration, RawListen, RawServer, RawSize};
 use super::room::validate_room;
 use super::units::{human_size, parse_duration, parse_size};
 use super::*;
@@ -88,11 +88,96 @@ fn validate(raw: RawConfig, text: &str, base: Option<&Path>) -> Result<Config, I
         first_seen.insert(room.config.path.clone(), room.path_span.start);
         rooms.push(room.config);
     }
+    let cluster = raw.cluster.map(validate_cluster).transpose()?;
     Ok(Config {
         server,
         auth,
         rooms,
+        cluster,
     })
+}
+
+/// `[cluster]`: one `redis://host[:port]` URL; `name` and `prefix` without spaces.
+fn validate_cluster(raw: Spanned<RawCluster>) -> Result<ClusterConfig, Invalid> {
+    let table = raw.span();
+    let raw = raw.into_inner();
+    let Some(redis) = raw.redis else {
+        let message = "[cluster] needs redis (a URL such as \"redis://127.0.0.1:6379\")";
+        return Err(Invalid::new(table, message));
+    };
+    let span = redis.span();
+    let url = match redis.into_inner() {
+        toml::Value::String(url) => url,
+        toml::Value::Array(_) => {
+            let message = "[cluster] redis: one URL for now (rooms are not spread over several \
+                           Redis yet)";
+            return Err(Invalid::new(span, message));
+        }
+        _ => return Err(Invalid::new(span, "[cluster] redis: expected a URL string")),
+    };
+    let redis = parse_redis_url(&url).map_err(|why| Invalid::new(span.clone(), why))?;
+    let word = |v: Option<Spanned<String>>, default: &str, key: &str| match v {
+        None => Ok(default.to_owned()),
+        Some(v)
+            if v.get_ref()
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Err(Invalid::new(
+                v.span(),
+                format!("[cluster] {key}: no spaces or control characters"),
+            ))
+        }
+        Some(v) => Ok(v.into_inner()),
+    };
+    let name = word(raw.name, "", "name")?;
+    let prefix = word(raw.prefix, super::DEFAULT_CLUSTER_PREFIX, "prefix")?;
+    if prefix.is_empty() {
+        return Err(Invalid::new(table, "[cluster] prefix: must not be empty"));
+    }
+    Ok(ClusterConfig {
+        redis_url: url,
+        redis,
+        name,
+        prefix,
+    })
+}
+
+/// `redis://host[:port]` (an IPv6 host in brackets). Credentials and database numbers are not
+/// supported yet, and said so rather than ignored.
+pub(super) fn parse_redis_url(url: &str) -> Result<(String, u16), String> {
+    let Some(rest) = url.strip_prefix("redis://") else {
+        return Err(format!("[cluster] redis: {url:?} is not a redis:// URL"));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('@') || rest.contains('/') || rest.contains('?') {
+        return Err(format!(
+            "[cluster] redis: {url:?}: credentials, database numbers and options are not supported"
+        ));
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let Some((host, after)) = v6.split_once(']') else {
+            return Err(format!("[cluster] redis: {url:?}: unclosed '['"));
+        };
+        (host, after.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("[cluster] redis: {url:?} has no host"));
+    }
+    let port = match port {
+        None => super::DEFAULT_REDIS_PORT,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| format!("[cluster] redis: {url:?}: bad port"))?,
+    };
+    Ok((host.to_owned(), port))
 }
 
 /// `[auth]`: exactly one of `jwt_secret` and `jwt_secret_file`, giving a long enough key.

@@ -149,6 +149,19 @@ pub trait Sink<F, M> {
     fn admitted(&mut self, room: RoomId, member: M, welcome: Welcome<F>) {
         let _ = (room, member, welcome);
     }
+    /// Cluster mode, on the owner: sequence this message elsewhere (Redis). It comes back
+    /// numbered through [`Hub::sequenced`], on this node and every other.
+    fn forward(&mut self, room: RoomId, path: &Arc<str>, origin: Origin<M>, frame: F) {
+        let _ = (room, path, origin, frame);
+        panic!("this sink has no cluster");
+    }
+    /// Cluster mode, on the owner: a room record was made; learn the room's epoch and last
+    /// number from the cluster and subscribe to its messages. The answer is
+    /// [`Hub::attached`], before any [`Hub::sequenced`] of the room.
+    fn attach(&mut self, room: RoomId, path: &Arc<str>) {
+        let _ = (room, path);
+        panic!("this sink has no cluster");
+    }
 }
 
 /// A presence event to number: a member's join or leave, or the member count that replaces
@@ -334,6 +347,11 @@ pub struct Hub<F, M> {
     presence_counts: PresenceCounts,
     /// splitmix64 state for epochs.
     rng: u64,
+    /// Rooms are numbered by the cluster (Redis), not here: see [`Hub::set_cluster`].
+    cluster: bool,
+    /// Cluster mode: owned rooms waiting for [`Hub::attached`], with the envelopes about them
+    /// that wait too (joins, leaves, fetches, presence notes), in order.
+    parked: HashMap<RoomId, Vec<Envelope<F, M>>>,
     _frame: std::marker::PhantomData<fn(F)>,
 }
 
@@ -357,6 +375,8 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
             maybe_idle: Vec::new(),
             presence_counts: PresenceCounts::default(),
             rng: seed,
+            cluster: false,
+            parked: HashMap::new(),
             _frame: std::marker::PhantomData,
         }
     }
@@ -498,6 +518,9 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
 
     /// An envelope from another worker (or from this one, routed through [`Self::publish`] etc.).
     pub fn handle(&mut self, envelope: Envelope<F, M>, sink: &mut impl Sink<F, M>) {
+        let Some(envelope) = self.park(envelope, sink) else {
+            return;
+        };
         match envelope {
             Envelope::Join {
                 room,
@@ -688,6 +711,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
     /// The room is over (no member anywhere, and its id is never used again): the owner forgets
     /// its epoch, sequence and kept messages. Called on the owner; ignored elsewhere.
     pub fn close(&mut self, room: RoomId) {
+        self.parked.remove(&room);
         if let Some(owned) = self.owned.remove(&room) {
             self.kept.messages -= owned.history.len();
             self.kept.bytes -= owned.history.bytes();
@@ -784,6 +808,11 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
         nobody: M,
         sink: &mut impl Sink<F, M>,
     ) -> (Epoch, u64) {
+        if self.cluster && !self.owned.contains_key(&room) {
+            let path = Arc::from(path);
+            sink.attach(room, &path);
+            self.parked.insert(room, Vec::new());
+        }
         let owned = self.owned.entry(room).or_insert_with(|| OwnedRoom {
             epoch: Epoch(splitmix64(&mut self.rng)),
             next_seq: 1,
@@ -875,7 +904,8 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
     /// Whether a message published here to `room` now would be handed to another thread: false
     /// only when this worker owns the room and is the only one with members.
     pub fn crosses_threads(&self, room: RoomId) -> bool {
-        room.owner(self.workers) != self.me
+        self.cluster
+            || room.owner(self.workers) != self.me
             || self
                 .owned
                 .get(&room)
@@ -969,8 +999,27 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
         let Some(owned) = self.owned.get_mut(&room) else {
             return;
         };
+        if self.cluster {
+            sink.forward(room, &owned.path, origin, frame);
+            return;
+        }
         let seq = owned.next_seq;
         owned.next_seq += 1;
+        self.fan_out(room, seq, origin, frame, sink);
+    }
+
+    /// On the owner: keep a message numbered `seq` and hand it to every worker with members.
+    fn fan_out(
+        &mut self,
+        room: RoomId,
+        seq: u64,
+        origin: Origin<M>,
+        frame: F,
+        sink: &mut impl Sink<F, M>,
+    ) {
+        let Some(owned) = self.owned.get_mut(&room) else {
+            return;
+        };
         if owned.keep.size > 0 || !owned.history.is_empty() {
             let before = owned.history.len();
             let grew = owned.history.push(seq, &frame, self.now, owned.keep.size);
@@ -1072,6 +1121,8 @@ fn splitmix64(state: &mut u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+mod cluster;
 
 #[cfg(test)]
 pub(crate) mod tests;
