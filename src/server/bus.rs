@@ -230,6 +230,9 @@ pub enum ToWorker {
         job: super::api::work::Job,
         reply: super::api::work::Reply,
     },
+    /// From the Redis thread (`[cluster]`): rooms this worker owns, attached and their
+    /// messages, in order.
+    Cluster(Vec<super::cluster::FromCluster>),
     /// Close every connection with 1001 and stop once they are gone (or at the deadline).
     Shutdown {
         deadline: std::time::Instant,

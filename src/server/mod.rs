@@ -5,6 +5,7 @@
 mod acceptor;
 pub mod api;
 mod bus;
+pub mod cluster;
 mod conn;
 mod faults;
 mod flow;
@@ -75,6 +76,23 @@ fn random_seed() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+/// `[cluster] name`, or `hostname:port` (the first listen port) when it is empty.
+fn node_name(name: &str, config: &Config) -> String {
+    if !name.is_empty() {
+        return name.to_owned();
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname(2) writes at most `buf.len()` bytes into `buf`.
+    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".to_owned()
+    };
+    let port = config.server.listen.first().map_or(0, |a| a.port());
+    format!("{host}:{port}")
 }
 
 /// Why the server could not run.
@@ -190,6 +208,19 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
     };
     let mut threads = Vec::with_capacity(n);
     let seed = random_seed();
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let name = node_name(&c.name, &config);
+            info!(
+                "cluster: node {name}, redis {}, prefix {:?}",
+                c.redis_url, c.prefix
+            );
+            let link = cluster::spawn(c, name, mailboxes.clone(), seed ^ 0x5eed)
+                .map_err(setup("the Redis thread"))?;
+            Some(link)
+        }
+        None => None,
+    };
     for (i, ((poll, inbox), flow)) in polls.into_iter().zip(inboxes).zip(flows).enumerate() {
         let s = worker::WorkerSetup {
             id: WorkerId(i as u32),
@@ -205,6 +236,7 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
             seed: seed
                 .wrapping_add(i as u64)
                 .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            cluster: cluster.clone(),
         };
         counters[i].beat();
         let t = std::thread::Builder::new()
@@ -253,6 +285,7 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
         notify,
         api: None,
         tuned,
+        cluster: cluster.map(|c| c.state),
     })
     .map_err(setup("the acceptor loop"))?;
     // Workers that are still busy after the grace period end with the process.

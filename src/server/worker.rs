@@ -90,6 +90,8 @@ pub struct WorkerSetup {
     pub flow: Arc<WorkerFlow>,
     /// Seeds the epochs of the rooms this worker owns.
     pub seed: u64,
+    /// The Redis thread, with `[cluster]`: it numbers the rooms this worker owns.
+    pub cluster: Option<super::cluster::Link>,
 }
 
 /// Something from another thread waiting for its turn: a batch of envelopes is taken apart, so
@@ -142,6 +144,9 @@ struct Worker {
     /// Connections with a replay still behind whose socket took everything last pass: they are
     /// written again next pass (no writable edge will come for them).
     replaying: Vec<usize>,
+    /// `[cluster]`: the Redis thread, and what this pass has for it.
+    cluster: Option<super::cluster::Link>,
+    to_cluster: Vec<super::cluster::ToCluster>,
 }
 
 /// Run a worker until it is told to shut down and its connections are gone. An error means it
@@ -178,7 +183,12 @@ pub fn run(setup: WorkerSetup) -> io::Result<()> {
         fault_poll: None,
         full: false,
         replaying: Vec::new(),
+        cluster: setup.cluster,
+        to_cluster: Vec::new(),
     };
+    if w.cluster.is_some() {
+        w.hub.set_cluster();
+    }
     w.hub.set_memory(setup.history_memory / workers);
     w.run()
 }
@@ -201,12 +211,14 @@ macro_rules! fanout {
             compressor: &mut $w.compressor,
             share: ($w.limit / $crate::server::worker::SHARE_DIVISOR).max(1),
             full: &mut $w.full,
+            to_cluster: &mut $w.to_cluster,
         }
     };
 }
 
-// After the macro, which it uses.
+// After the macro, which they use.
 mod api;
+mod cluster;
 
 impl Worker {
     fn run(&mut self) -> io::Result<()> {
@@ -329,8 +341,10 @@ impl Worker {
             ToWorker::RoomsClosed(rooms) => {
                 for room in rooms {
                     self.hub.close(room);
+                    self.detach(room);
                 }
             }
+            ToWorker::Cluster(batch) => self.carry_out_cluster(batch),
             ToWorker::Reload(cfg) => self.reload(&cfg, now),
             ToWorker::Api { job, reply } => self.api_job(job, reply, now),
             ToWorker::Shutdown { deadline } => {
@@ -637,6 +651,7 @@ impl Worker {
                 self.peers[to].send(ToWorker::Hub(std::mem::replace(batch, next)));
             }
         }
+        self.flush_cluster();
         if !self.closed.is_empty() {
             // Not woken: the acceptor takes the tickets whenever it wakes, before it admits
             // anyone or answers /metrics, and at least once per tick.

@@ -38,21 +38,18 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                 room, path, keep, ..
             } => {
                 let room = *room;
-                if !self.owned.contains_key(&room) {
-                    self.owned.insert(
-                        room,
-                        OwnedRoom {
-                            // Replaced by the cluster's in `attached`.
-                            epoch: Epoch(0),
-                            next_seq: 1,
-                            workers: Vec::new(),
-                            path: path.clone(),
-                            keep: *keep,
-                            history: History::default(),
-                            reported: false,
-                            presence: None,
-                        },
-                    );
+                if let std::collections::hash_map::Entry::Vacant(e) = self.owned.entry(room) {
+                    e.insert(OwnedRoom {
+                        // Replaced by the cluster's in `attached`.
+                        epoch: Epoch(0),
+                        next_seq: 1,
+                        workers: Vec::new(),
+                        path: path.clone(),
+                        keep: *keep,
+                        history: History::default(),
+                        reported: false,
+                        presence: None,
+                    });
                     self.parked.insert(room, Vec::new());
                     sink.attach(room, path);
                 }

@@ -25,6 +25,10 @@ impl Acceptor {
                 let body = format!("worker w{w} stalled\n");
                 return Answer::Http(http::response(Status::ServiceUnavailable, &[], &body));
             }
+            if self.cluster.as_ref().is_some_and(|c| !c.is_up()) {
+                let body = "redis unavailable\n";
+                return Answer::Http(http::response(Status::ServiceUnavailable, &[], body));
+            }
             return Answer::Http(http::response(Status::Ok, &[], "ok\n"));
         }
         if req.method == "GET" && req.path == "/metrics" {
@@ -33,7 +37,10 @@ impl Acceptor {
             // Not counting this request, which is still among them.
             self.counts.handshakes_pending = self.pending.len().saturating_sub(1) as u64;
             self.counts.max_connections = self.config.server.max_connections as u64;
-            let body = metrics::render(&self.counts, &self.worker_counters);
+            let mut body = metrics::render(&self.counts, &self.worker_counters);
+            if let Some(c) = &self.cluster {
+                body.push_str(&c.render());
+            }
             return Answer::Http(http::response_typed(
                 Status::Ok,
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -141,6 +141,8 @@ pub struct AcceptorSetup {
     pub api: Option<Mailbox<crate::server::api::ToApi>>,
     /// Per listener, what [`tune`] set on it.
     pub tuned: Vec<Tuned>,
+    /// The Redis link's state, with `[cluster]`: `/healthz` and `/metrics` report it.
+    pub cluster: Option<Arc<crate::server::cluster::ClusterState>>,
 }
 
 /// Where the running config came from, for SIGHUP.
@@ -181,6 +183,7 @@ struct Acceptor {
     /// Per listener: its sockets inherit `TCP_NODELAY` (set once on the listener) and its
     /// connections wait in the kernel until they have sent something (`TCP_DEFER_ACCEPT`).
     tuned: Vec<Tuned>,
+    cluster: Option<Arc<crate::server::cluster::ClusterState>>,
 }
 
 /// What a listener's options spare each of its connections ([`tune`]).
@@ -255,6 +258,7 @@ pub fn run(setup: AcceptorSetup) -> io::Result<()> {
         api: setup.api,
         tuned: setup.tuned,
         scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+        cluster: setup.cluster,
     };
     for (i, l) in a.listeners.iter_mut().enumerate() {
         a.poll

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use slab::Slab;
 
 use super::super::bus::{Frame, HubEnvelope, MemberId, Pick, SharedFrame};
+use super::super::cluster::ToCluster;
 use super::super::conn::{Behind, Conn};
 use super::super::wire::{self, Opcode};
 use super::encode;
 use crate::deflate::Compressor;
 use crate::metrics::Tally;
-use crate::relay::hub::{Recipients, Sink, Stamp, Welcome};
+use crate::relay::hub::{Origin, Recipients, Sink, Stamp, Welcome};
 use crate::relay::{RoomId, WorkerId};
 
 pub(super) struct Fanout<'a> {
@@ -27,6 +28,8 @@ pub(super) struct Fanout<'a> {
     /// pass stops taking in.
     pub share: usize,
     pub full: &'a mut bool,
+    /// `[cluster]`: what goes to the Redis thread at the end of the pass.
+    pub to_cluster: &'a mut Vec<ToCluster>,
 }
 
 /// The connection a member id names, if it is still the same connection.
@@ -47,6 +50,26 @@ pub(super) fn mark_dirty(conns: &mut Slab<Conn>, dirty: &mut Vec<usize>, key: us
 impl Sink<SharedFrame, MemberId> for Fanout<'_> {
     fn send(&mut self, to: WorkerId, envelope: HubEnvelope) {
         self.outgoing[to.0 as usize].push(envelope);
+    }
+
+    fn forward(
+        &mut self,
+        _room: RoomId,
+        path: &Arc<str>,
+        origin: Origin<MemberId>,
+        frame: SharedFrame,
+    ) {
+        let (path, origin) = (Arc::clone(path), (origin.worker, origin.member));
+        self.to_cluster.push(ToCluster::Publish {
+            path,
+            origin,
+            frame,
+        });
+    }
+
+    fn attach(&mut self, room: RoomId, path: &Arc<str>) {
+        let path = Arc::clone(path);
+        self.to_cluster.push(ToCluster::Attach { room, path });
     }
 
     fn deliver(
