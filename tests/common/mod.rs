@@ -25,6 +25,7 @@ use tungstenite::{Message, WebSocket};
 
 pub mod frames;
 pub mod jwt;
+pub mod redis;
 pub mod v1;
 
 pub type Ws = WebSocket<TcpStream>;

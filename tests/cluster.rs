@@ -1,0 +1,208 @@
+//! Scale-out over Redis (`[cluster]`), with a real redis-server and two wsrelay nodes: one room,
+//! one order, on every node (raw and `wsrelay.v1` members, the numbers Redis's and dense), echo
+//! rules across nodes, and `/healthz` while Redis is stopped and back.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::redis::Redis;
+use common::v1::{self, Numbered};
+use common::{Daemon, Ws, recv_text, send_text, status};
+
+const PER_PUBLISHER: usize = 2_000;
+const ROUND: usize = 50;
+
+fn config(redis: &Redis, name: &str) -> String {
+    format!(
+        r#"
+[server]
+workers = 2
+colocate_members = 0
+
+[cluster]
+redis = "{}"
+name = "{name}"
+
+[[room]]
+path = "/chat"
+
+[[room]]
+path = "/quiet"
+echo = false
+"#,
+        redis.url()
+    )
+}
+
+/// Wait until `/healthz` answers `want` (20 s at most); the body then.
+fn wait_health(d: &Daemon, want: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (head, body) = d.http_get("/healthz");
+        if status(&head) == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz stuck at {head}{body}, want {want}"
+        );
+        thread::sleep(Duration::from_millis(50)); // polling a status; the deadline decides
+    }
+}
+
+fn nodes(redis: &Redis) -> (Daemon, Daemon) {
+    let a = Daemon::start(&config(redis, "a"));
+    let b = Daemon::start(&config(redis, "b"));
+    wait_health(&a, 200);
+    wait_health(&b, 200);
+    (a, b)
+}
+
+#[test]
+fn two_nodes_one_order() {
+    let redis = Redis::start();
+    let (a, b) = nodes(&redis);
+    // On each node: a publisher (a raw member, which gets every message too), a raw member and
+    // a v1 member; both workers of each node carry some (spread round-robin).
+    let mut raw: Vec<Ws> = Vec::new();
+    let mut v1s: Vec<(Ws, v1::Welcome)> = Vec::new();
+    for d in [&a, &b] {
+        raw.push(d.connect("/chat", &[]));
+        raw.push(d.connect("/chat", &[]));
+        v1s.push(v1::join(d, "/chat"));
+    }
+    assert_eq!(v1s[0].1.epoch, v1s[1].1.epoch, "one epoch on both nodes");
+    let start = v1s[0].1.seq;
+    assert_eq!(v1s[1].1.seq, start);
+
+    let total = 2 * PER_PUBLISHER;
+    let rounds = Arc::new(Barrier::new(2));
+    let mut threads = Vec::new();
+    for (i, mut ws) in raw.into_iter().enumerate() {
+        let rounds = rounds.clone();
+        // Members 0 and 2 publish: one on node a, one on node b.
+        let publisher = i % 2 == 0;
+        threads.push(thread::spawn(move || {
+            if publisher {
+                for k in 0..PER_PUBLISHER {
+                    if k % ROUND == 0 {
+                        rounds.wait();
+                    }
+                    send_text(&mut ws, &format!("p{i}:{k}"));
+                }
+            }
+            (0..total).map(|_| recv_text(&mut ws)).collect::<Vec<_>>()
+        }));
+    }
+    let mut v1_threads = Vec::new();
+    for (mut ws, _) in v1s {
+        v1_threads.push(thread::spawn(move || {
+            (0..total)
+                .map(|_| v1::next(&mut ws))
+                .collect::<Vec<Numbered>>()
+        }));
+    }
+    let seen: Vec<Vec<String>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let numbered: Vec<Vec<Numbered>> = v1_threads.into_iter().map(|t| t.join().unwrap()).collect();
+
+    let first = &seen[0];
+    let unique: HashSet<&String> = first.iter().collect();
+    assert_eq!(unique.len(), total, "a message was delivered twice");
+    for p in [0, 2] {
+        let own: Vec<usize> = first
+            .iter()
+            .filter_map(|m| m.strip_prefix(&format!("p{p}:")))
+            .map(|k| k.parse().unwrap())
+            .collect();
+        assert_eq!(
+            own,
+            (0..PER_PUBLISHER).collect::<Vec<_>>(),
+            "publisher {p} out of order"
+        );
+    }
+    for (member, order) in seen.iter().enumerate().skip(1) {
+        if let Some(at) = (0..total).find(|&k| order[k] != first[k]) {
+            panic!(
+                "member {member} differs from member 0 at {at}: {} vs {}",
+                order[at], first[at]
+            );
+        }
+    }
+    for (member, got) in numbered.iter().enumerate() {
+        for (k, m) in got.iter().enumerate() {
+            assert_eq!(m.seq, start + 1 + k as u64, "v1 member {member}: seq not dense");
+            assert_eq!(m.text(), first[k], "v1 member {member}: another order at {k}");
+        }
+    }
+    assert_eq!(
+        a.metric("wsrelay_cluster_published_total"),
+        Some(PER_PUBLISHER as f64)
+    );
+    assert_eq!(a.metric("wsrelay_cluster_dropped_total"), Some(0.0));
+}
+
+#[test]
+fn echo_off_holds_across_nodes() {
+    let redis = Redis::start();
+    let (a, b) = nodes(&redis);
+    let mut sender = a.connect("/quiet", &[]);
+    let mut same_node = a.connect("/quiet", &[]);
+    let mut other_node = b.connect("/quiet", &[]);
+    send_text(&mut sender, "from a");
+    assert_eq!(recv_text(&mut same_node), "from a");
+    assert_eq!(recv_text(&mut other_node), "from a");
+    send_text(&mut other_node, "from b");
+    // The sender's next message is b's: it never got its own.
+    assert_eq!(recv_text(&mut sender), "from b");
+    assert_eq!(recv_text(&mut same_node), "from b");
+}
+
+#[test]
+fn redis_stopped_then_back() {
+    let redis = Redis::start();
+    let (a, b) = nodes(&redis);
+    let mut on_a = a.connect("/chat", &[]);
+    let mut on_b = b.connect("/chat", &[]);
+    send_text(&mut on_a, "before");
+    assert_eq!(recv_text(&mut on_b), "before");
+    assert_eq!(recv_text(&mut on_a), "before");
+
+    redis.signal(libc::SIGSTOP);
+    // Found by the probe: no answer within the reply timeout.
+    assert_eq!(wait_health(&a, 503), "redis unavailable\n");
+    wait_health(&b, 503);
+    // Members stay connected; what cannot be sequenced is dropped and counted.
+    send_text(&mut on_a, "lost");
+    a.wait_metric("wsrelay_cluster_dropped_total", |v| v >= 1.0);
+    assert_eq!(a.metric("wsrelay_cluster_redis_up"), Some(0.0));
+
+    redis.signal(libc::SIGCONT);
+    wait_health(&a, 200);
+    wait_health(&b, 200);
+    // Subscriptions are back: a message from b reaches a, and nothing dropped comes late.
+    send_text(&mut on_b, "after");
+    assert_eq!(recv_text(&mut on_a), "after");
+    assert_eq!(recv_text(&mut on_b), "after");
+    assert!(a.metric("wsrelay_cluster_reconnects_total").unwrap() >= 1.0);
+}
+
+#[test]
+fn redis_killed_and_restarted() {
+    let redis = Redis::start();
+    let port = redis.port();
+    let (a, b) = nodes(&redis);
+    let mut on_a = a.connect("/chat", &[]);
+    let mut on_b = b.connect("/chat", &[]);
+    drop(redis); // SIGKILL
+    assert_eq!(wait_health(&a, 503), "redis unavailable\n");
+    let _redis = Redis::start_on(port);
+    wait_health(&a, 200);
+    wait_health(&b, 200);
+    send_text(&mut on_a, "after restart");
+    assert_eq!(recv_text(&mut on_b), "after restart");
+    assert_eq!(recv_text(&mut on_a), "after restart");
+}
