@@ -134,8 +134,16 @@ fn two_nodes_one_order() {
     }
     for (member, got) in numbered.iter().enumerate() {
         for (k, m) in got.iter().enumerate() {
-            assert_eq!(m.seq, start + 1 + k as u64, "v1 member {member}: seq not dense");
-            assert_eq!(m.text(), first[k], "v1 member {member}: another order at {k}");
+            assert_eq!(
+                m.seq,
+                start + 1 + k as u64,
+                "v1 member {member}: seq not dense"
+            );
+            assert_eq!(
+                m.text(),
+                first[k],
+                "v1 member {member}: another order at {k}"
+            );
         }
     }
     assert_eq!(
