@@ -184,6 +184,13 @@ fn redis_stopped_then_back() {
     assert_eq!(wait_health(&a, 503), "redis unavailable\n");
     wait_health(&b, 503);
     // Members stay connected; what cannot be sequenced is dropped and counted.
+    // A new client is sent elsewhere rather than left waiting for a room's epoch.
+    let refused = a.raw_request(common::upgrade_request("/chat", "").as_bytes());
+    assert_eq!(status(&refused), 503, "{refused}");
+    assert!(
+        common::header(&refused, "retry-after").is_some(),
+        "{refused}"
+    );
     send_text(&mut on_a, "lost");
     a.wait_metric("wsrelay_cluster_dropped_total", |v| v >= 1.0);
     assert_eq!(a.metric("wsrelay_cluster_redis_up"), Some(0.0));

@@ -149,6 +149,15 @@ impl Acceptor {
             req.forwarded_for.as_deref(),
             &self.config.server.trusted_proxies,
         );
+        if self.cluster.as_ref().is_some_and(|c| !c.is_up()) {
+            // Nothing can be sequenced, and a new room could not learn its epoch: send the
+            // client to another node (the load balancer sees /healthz 503 too).
+            return refuse(
+                &mut self.counts,
+                Status::ServiceUnavailable,
+                "redis unavailable",
+            );
+        }
         let ticket = match self.admission.admit(&req.path, room.max_members, ip) {
             Ok(t) => t,
             Err(r) => {
