@@ -46,6 +46,9 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from one connection per loop pass: the pass then hands what it read to the
+/// workers, and reads the rest next pass (a busy subscription never keeps the thread reading).
+const READ_BUDGET: usize = 1 << 20;
 /// Messages a room holds while it waits for its epoch and number (a few round trips' worth);
 /// past it they are dropped (the hub would drop most of them anyway as already handed out).
 const MAX_WAITING: usize = 100_000;
@@ -103,17 +106,26 @@ impl Sock {
         }
     }
 
-    /// Read until `WouldBlock`. EOF is an error: Redis never closes a healthy link.
-    fn fill(&mut self) -> io::Result<()> {
+    /// Read until `WouldBlock` or [`READ_BUDGET`]; true when the budget stopped it (read again
+    /// next pass: no new event will come for what is already there). EOF is an error: Redis
+    /// never closes a healthy link.
+    fn fill(&mut self) -> io::Result<bool> {
         if !self.connected {
-            return Ok(());
+            return Ok(false);
         }
         let mut chunk = [0u8; READ_CHUNK];
+        let mut read = 0;
         loop {
+            if read >= READ_BUDGET {
+                return Ok(true);
+            }
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => self.rbuf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Ok(n) => {
+                    self.rbuf.extend_from_slice(&chunk[..n]);
+                    read += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -180,6 +192,8 @@ struct Conns {
     /// Redis answered the first `PING`.
     ready: bool,
     last_sent: Instant,
+    /// A read stopped at its budget: read `cmd`, `sub` again next pass.
+    again: [bool; 2],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,7 +275,11 @@ impl Redis {
             if let Some(at) = self.retry_at {
                 timeout = timeout.min(at);
             }
-            let wait = timeout.saturating_duration_since(now);
+            let again = self.conns.as_ref().map_or([false; 2], |c| c.again);
+            let wait = match again {
+                [false, false] => timeout.saturating_duration_since(now),
+                _ => Duration::ZERO,
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(wait))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -269,15 +287,19 @@ impl Redis {
                 std::process::exit(super::super::EXIT_THREAD_DIED);
             }
             let mut failed: Option<io::Error> = None;
+            let mut due = again;
             for ev in events.iter() {
-                let r = match ev.token() {
-                    CMD => self.on_cmd(),
-                    SUB => self.on_sub(),
-                    _ => Ok(()),
-                };
-                if let Err(e) = r {
-                    failed.get_or_insert(e);
+                match ev.token() {
+                    CMD => due[0] = true,
+                    SUB => due[1] = true,
+                    _ => {}
                 }
+            }
+            if due[0] {
+                failed = self.on_cmd().err();
+            }
+            if due[1] && failed.is_none() {
+                failed = self.on_sub().err();
             }
             while let Ok(batch) = self.inbox.try_recv() {
                 for msg in batch {
@@ -409,7 +431,7 @@ impl Redis {
             return Ok(());
         };
         c.cmd.check_connected()?;
-        c.cmd.fill()?;
+        c.again[0] = c.cmd.fill()?;
         let values = c.cmd.values()?;
         for v in values {
             let Some(c) = &mut self.conns else {
@@ -476,7 +498,7 @@ impl Redis {
             return Ok(());
         };
         c.sub.check_connected()?;
-        c.sub.fill()?;
+        c.again[1] = c.sub.fill()?;
         let values = c.sub.values()?;
         for v in values {
             let Value::Array(Some(items)) = v else {
@@ -599,6 +621,7 @@ impl Redis {
             pending: VecDeque::from([(Pending::Ping, now)]),
             ready: false,
             last_sent: now,
+            again: [false; 2],
         });
     }
 
