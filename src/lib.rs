@@ -20,7 +20,8 @@
 //! - [`deflate`]: permessage-deflate (RFC 7692): negotiation, compress once, bounded inflate.
 //! - [`metrics`]: counter names and the Prometheus rendering.
 //! - [`notify`], [`journal`]: the systemd side: `sd_notify`, socket activation, log priorities.
-//! - [`server`]: the threads and sockets.
+//! - [`server`]: the threads and sockets; with `[cluster]`, a Redis thread numbers the rooms'
+//!   messages in Redis and hands every node's back to the rooms' owners (`server::cluster`).
 //!
 //! `relay`, `config` and `deflate` never import `server`.
 

@@ -11,7 +11,7 @@
 //! nothing hidden that reconnects or retries behind our back.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,15 +19,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use log::{info, warn};
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 
+use super::envelope::{keys, parse_envelope, parse_epoch, splitmix64};
 use super::resp::{self, Value};
+use super::sock::Sock;
 use super::{ClusterState, FromCluster, ToCluster};
 use crate::config::ClusterConfig;
-use crate::relay::hub::Epoch;
-use crate::relay::{RoomId, WorkerId};
-use crate::server::bus::{Frame, Mailbox, MemberId, ToWorker};
+use crate::relay::RoomId;
+use crate::server::bus::{Frame, Mailbox, ToWorker};
 use crate::server::wire::{self, Opcode};
 
 pub(super) const WAKER: Token = Token(0);
@@ -44,11 +44,6 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// An answer awaited for longer than this means Redis is not answering: the link is dropped
 /// and made again. Scripts take microseconds; seconds is a Redis that is stopped or swamped.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
-/// Bytes read per `read` call.
-const READ_CHUNK: usize = 64 * 1024;
-/// Bytes read from one connection per loop pass: the pass then hands what it read to the
-/// workers, and reads the rest next pass (a busy subscription never keeps the thread reading).
-const READ_BUDGET: usize = 1 << 20;
 /// Messages a room holds while it waits for its epoch and number (a few round trips' worth);
 /// past it they are dropped (the hub would drop most of them anyway as already handed out).
 const MAX_WAITING: usize = 100_000;
@@ -65,113 +60,6 @@ const PUBLISH: &str = "local e = redis.call('GET', KEYS[1])\n\
     local s = redis.call('INCR', KEYS[2])\n\
     redis.call('PUBLISH', KEYS[3], e .. ' ' .. string.format('%d', s) .. ' ' .. ARGV[2] .. '\\n' .. ARGV[3])\n\
     return s";
-
-/// One socket to Redis and its buffers.
-struct Sock {
-    stream: TcpStream,
-    connected: bool,
-    rbuf: Vec<u8>,
-    wbuf: Vec<u8>,
-}
-
-impl Sock {
-    fn open(addr: std::net::SocketAddr, poll: &Poll, token: Token) -> io::Result<Sock> {
-        let mut stream = TcpStream::connect(addr)?;
-        poll.registry()
-            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
-        Ok(Sock {
-            stream,
-            connected: false,
-            rbuf: Vec::new(),
-            wbuf: Vec::new(),
-        })
-    }
-
-    /// After a writable event: whether the non-blocking connect is done (an error if it failed).
-    fn check_connected(&mut self) -> io::Result<()> {
-        if self.connected {
-            return Ok(());
-        }
-        if let Some(e) = self.stream.take_error()? {
-            return Err(e);
-        }
-        match self.stream.peer_addr() {
-            Ok(_) => {
-                self.connected = true;
-                let _ = self.stream.set_nodelay(true);
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Read until `WouldBlock` or [`READ_BUDGET`]; true when the budget stopped it (read again
-    /// next pass: no new event will come for what is already there). EOF is an error: Redis
-    /// never closes a healthy link.
-    fn fill(&mut self) -> io::Result<bool> {
-        if !self.connected {
-            return Ok(false);
-        }
-        let mut chunk = [0u8; READ_CHUNK];
-        let mut read = 0;
-        loop {
-            if read >= READ_BUDGET {
-                return Ok(true);
-            }
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => {
-                    self.rbuf.extend_from_slice(&chunk[..n]);
-                    read += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Write until done or `WouldBlock`.
-    fn flush(&mut self) -> io::Result<()> {
-        if !self.connected {
-            return Ok(());
-        }
-        let mut at = 0;
-        let r = loop {
-            if at == self.wbuf.len() {
-                break Ok(());
-            }
-            match self.stream.write(&self.wbuf[at..]) {
-                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => at += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
-        self.wbuf.drain(..at);
-        r
-    }
-
-    /// The complete values read so far.
-    fn values(&mut self) -> io::Result<Vec<Value>> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        loop {
-            match resp::parse(&self.rbuf[at..]) {
-                Ok(Some((v, used))) => {
-                    out.push(v);
-                    at += used;
-                }
-                Ok(None) => break,
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
-            }
-        }
-        self.rbuf.drain(..at);
-        Ok(out)
-    }
-}
 
 /// An answer awaited on `cmd`, in the order the commands went out.
 enum Pending {
@@ -653,74 +541,5 @@ impl Redis {
             r.state = RoomState::Subscribing;
             r.waiting.clear();
         }
-    }
-}
-
-/// The epoch and counter keys of a room's channel (same hash tag as the channel).
-fn keys(channel: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let mut epoch = channel.to_vec();
-    epoch.extend_from_slice(b":epoch");
-    let mut seq = channel.to_vec();
-    seq.extend_from_slice(b":seq");
-    (epoch, seq)
-}
-
-fn parse_epoch(hex: &[u8]) -> Option<Epoch> {
-    let s = std::str::from_utf8(hex).ok()?;
-    u64::from_str_radix(s, 16).ok().map(Epoch)
-}
-
-/// What the `PUBLISH` script's envelope holds: `<epoch> <seq> <node> <worker> <key> <generation>
-/// <t|b>\n<payload>`. The origin is kept only when `node` is this one.
-#[allow(clippy::type_complexity)]
-fn parse_envelope(
-    data: &[u8],
-    me: u64,
-) -> Option<(Epoch, u64, Option<(WorkerId, MemberId)>, Opcode, &[u8])> {
-    let nl = data.iter().position(|&b| b == b'\n')?;
-    let head = std::str::from_utf8(&data[..nl]).ok()?;
-    let mut f = head.split(' ');
-    let epoch = parse_epoch(f.next()?.as_bytes())?;
-    let seq = f.next()?.parse().ok()?;
-    let node = u64::from_str_radix(f.next()?, 16).ok()?;
-    let worker = f.next()?.parse().ok()?;
-    let key = f.next()?.parse().ok()?;
-    let generation = f.next()?.parse().ok()?;
-    let op = match f.next()? {
-        "b" => Opcode::Binary,
-        "t" => Opcode::Text,
-        _ => return None,
-    };
-    let origin = (node == me).then_some((WorkerId(worker), MemberId { key, generation }));
-    Some((epoch, seq, origin, op, &data[nl + 1..]))
-}
-
-/// splitmix64: a well-mixed 64-bit value per call from a counter.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn envelopes_round_trip() {
-        let data = b"00000000000000ff 42 000000000000000a 3 7 9 b\n\x00\x01\n";
-        let (epoch, seq, origin, op, payload) = parse_envelope(data, 10).expect("parses");
-        assert_eq!((epoch, seq, op), (Epoch(255), 42, Opcode::Binary));
-        let member = MemberId {
-            key: 7,
-            generation: 9,
-        };
-        assert_eq!(origin, Some((WorkerId(3), member)));
-        assert_eq!(payload, b"\x00\x01\n");
-        assert_eq!(parse_envelope(data, 11).expect("parses").2, None);
-        assert!(parse_envelope(b"zz 1 0 0 0 0 t\nx", 0).is_none());
-        assert!(parse_envelope(b"no newline", 0).is_none());
     }
 }

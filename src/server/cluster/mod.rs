@@ -25,10 +25,12 @@
 //! answered its script, so what the workers have on their way here is bounded the way the links
 //! between workers are.
 //!
-//! The client is ours (`resp` + `link`), on mio like the rest: see `link` for why.
+//! The client is ours (`resp`, `sock`, `link`), on mio like the rest: see `link` for why.
 
+mod envelope;
 mod link;
 pub mod resp;
+mod sock;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

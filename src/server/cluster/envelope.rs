@@ -1,0 +1,76 @@
+//! Names and formats in Redis: a room's channel and keys, and the envelope the `PUBLISH`
+//! script sends on the channel.
+
+use crate::relay::WorkerId;
+use crate::relay::hub::Epoch;
+use crate::server::bus::MemberId;
+use crate::server::wire::Opcode;
+
+/// The epoch and counter keys of a room's channel (same hash tag as the channel).
+pub(super) fn keys(channel: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut epoch = channel.to_vec();
+    epoch.extend_from_slice(b":epoch");
+    let mut seq = channel.to_vec();
+    seq.extend_from_slice(b":seq");
+    (epoch, seq)
+}
+
+pub(super) fn parse_epoch(hex: &[u8]) -> Option<Epoch> {
+    let s = std::str::from_utf8(hex).ok()?;
+    u64::from_str_radix(s, 16).ok().map(Epoch)
+}
+
+/// What the `PUBLISH` script's envelope holds: `<epoch> <seq> <node> <worker> <key> <generation>
+/// <t|b>\n<payload>`. The origin is kept only when `node` is this one.
+#[allow(clippy::type_complexity)]
+pub(super) fn parse_envelope(
+    data: &[u8],
+    me: u64,
+) -> Option<(Epoch, u64, Option<(WorkerId, MemberId)>, Opcode, &[u8])> {
+    let nl = data.iter().position(|&b| b == b'\n')?;
+    let head = std::str::from_utf8(&data[..nl]).ok()?;
+    let mut f = head.split(' ');
+    let epoch = parse_epoch(f.next()?.as_bytes())?;
+    let seq = f.next()?.parse().ok()?;
+    let node = u64::from_str_radix(f.next()?, 16).ok()?;
+    let worker = f.next()?.parse().ok()?;
+    let key = f.next()?.parse().ok()?;
+    let generation = f.next()?.parse().ok()?;
+    let op = match f.next()? {
+        "b" => Opcode::Binary,
+        "t" => Opcode::Text,
+        _ => return None,
+    };
+    let origin = (node == me).then_some((WorkerId(worker), MemberId { key, generation }));
+    Some((epoch, seq, origin, op, &data[nl + 1..]))
+}
+
+/// splitmix64: a well-mixed 64-bit value per call from a counter.
+pub(super) fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip() {
+        let data = b"00000000000000ff 42 000000000000000a 3 7 9 b\n\x00\x01\n";
+        let (epoch, seq, origin, op, payload) = parse_envelope(data, 10).expect("parses");
+        assert_eq!((epoch, seq, op), (Epoch(255), 42, Opcode::Binary));
+        let member = MemberId {
+            key: 7,
+            generation: 9,
+        };
+        assert_eq!(origin, Some((WorkerId(3), member)));
+        assert_eq!(payload, b"\x00\x01\n");
+        assert_eq!(parse_envelope(data, 11).expect("parses").2, None);
+        assert!(parse_envelope(b"zz 1 0 0 0 0 t\nx", 0).is_none());
+        assert!(parse_envelope(b"no newline", 0).is_none());
+    }
+}
