@@ -64,6 +64,9 @@ const PUBLISH: &str = "local e = redis.call('GET', KEYS[1])\n\
 /// An answer awaited on `cmd`, in the order the commands went out.
 enum Pending {
     Ping,
+    /// `SCRIPT LOAD` of [`PUBLISH`]: its SHA1, for `EVALSHA` (a message then carries its bytes
+    /// and keys, not the script's text).
+    Load,
     /// The frame is held for its publisher's credit.
     Publish(#[allow(dead_code)] Arc<Frame>),
     Attach {
@@ -77,8 +80,10 @@ struct Conns {
     cmd: Sock,
     sub: Sock,
     pending: VecDeque<(Pending, Instant)>,
-    /// Redis answered the first `PING`.
+    /// Redis answered the first `PING` (after the script was loaded).
     ready: bool,
+    /// The SHA1 of [`PUBLISH`] in Redis's script cache.
+    publish_sha: Vec<u8>,
     last_sent: Instant,
     /// A read stopped at its budget: read `cmd`, `sub` again next pass.
     again: [bool; 2],
@@ -288,8 +293,8 @@ impl Redis {
                 resp::command(
                     &mut c.cmd.wbuf,
                     &[
-                        b"EVAL",
-                        PUBLISH.as_bytes(),
+                        b"EVALSHA",
+                        &c.publish_sha,
                         b"3",
                         &keys.0,
                         &keys.1,
@@ -344,9 +349,21 @@ impl Redis {
                         self.backoff = BACKOFF_MIN;
                     }
                 }
+                Pending::Load => match v {
+                    Value::Bulk(Some(sha)) => c.publish_sha = sha,
+                    other => {
+                        let why = format!("SCRIPT LOAD answered {other:?}");
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+                    }
+                },
                 Pending::Publish(_) => match v {
                     Value::Int(_) => {
                         self.state.published.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Value::Error(e) if e.starts_with("NOSCRIPT") => {
+                        // The script cache was flushed: make the link again, which loads it.
+                        self.state.dropped.fetch_add(1, Ordering::Relaxed);
+                        return Err(io::Error::other("the publish script left Redis's cache"));
                     }
                     other => {
                         self.state.dropped.fetch_add(1, Ordering::Relaxed);
@@ -497,6 +514,7 @@ impl Redis {
             }
         };
         let now = Instant::now();
+        resp::command(&mut cmd.wbuf, &[b"SCRIPT", b"LOAD", PUBLISH.as_bytes()]);
         resp::command(&mut cmd.wbuf, &[b"PING"]);
         for (channel, r) in &mut self.rooms {
             r.state = RoomState::Subscribing;
@@ -506,8 +524,9 @@ impl Redis {
         self.conns = Some(Conns {
             cmd,
             sub,
-            pending: VecDeque::from([(Pending::Ping, now)]),
+            pending: VecDeque::from([(Pending::Load, now), (Pending::Ping, now)]),
             ready: false,
+            publish_sha: Vec::new(),
             last_sent: now,
             again: [false; 2],
         });
