@@ -351,7 +351,7 @@ pub struct Hub<F, M> {
     cluster: bool,
     /// Cluster mode: owned rooms waiting for [`Hub::attached`], with the envelopes about them
     /// that wait too (joins, leaves, fetches, presence notes), in order.
-    parked: HashMap<RoomId, Vec<Envelope<F, M>>>,
+    parked: HashMap<RoomId, Vec<Envelope<F, M>>, RoomIds>,
     _frame: std::marker::PhantomData<fn(F)>,
 }
 
@@ -376,7 +376,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
             presence_counts: PresenceCounts::default(),
             rng: seed,
             cluster: false,
-            parked: HashMap::new(),
+            parked: HashMap::default(),
             _frame: std::marker::PhantomData,
         }
     }
