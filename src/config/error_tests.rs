@@ -20,7 +20,7 @@ fn syntax_unknown_keys_and_wrong_types_are_reported_where_they_are() {
     );
     assert_eq!(
         err("[sever]\n"),
-        "1:2: unknown field `sever`, expected one of `server`, `auth`, `room`, `cluster`"
+        "1:2: unknown field `sever`, expected one of `server`, `auth`, `room`, `cluster`, `api`"
     );
     assert_eq!(err("[server\n"), "1:8: unclosed table, expected `]`");
     assert_eq!(

@@ -8,7 +8,8 @@
 //! - `mod.rs`: the validated types, their defaults, loading and routing.
 //! - `raw.rs`: the file's shape as serde reads it; `units.rs`: durations and sizes.
 //! - `ipnet.rs`: networks for `trusted_proxies`.
-//! - `validate.rs` (server, `[auth]`) and `room.rs` (each `[[room]]`): raw → validated.
+//! - `validate.rs` (server, `[auth]`), `room.rs` (each `[[room]]`) and `api.rs` (`[api]`):
+//!   raw → validated.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod api;
 mod ipnet;
 mod raw;
 mod room;
@@ -139,6 +141,17 @@ pub const DEFAULT_PRESENCE_MAX_EVENTS_PER_SECOND: u32 = 50;
 /// Lower bound for `history_memory`: one full-size message per worker must fit.
 pub const HISTORY_MEMORY_FLOOR: usize = MIB as usize;
 
+/// The API's address when `[api]` leaves `listen` out: loopback, so the API is reachable only
+/// from the host itself (the backend, or a proxy that adds TLS) until the operator says otherwise.
+pub const DEFAULT_API_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9001));
+/// API connections at once. A backend keeps a few keep-alive connections (a pool of 10-100 is
+/// usual); 256 leaves room for several of them while bounding what a flood of sockets costs
+/// (each holds at most a request head, or a body of its room's `max_message_size`).
+pub const DEFAULT_API_MAX_CONNECTIONS: usize = 256;
+/// Lower bound for the API key, in bytes: 256 bits, too many to guess online or offline.
+pub const API_KEY_FLOOR: usize = 32;
+
 /// Upper bound for `workers`: far past any machine we run on; a typo like 10000 fails instead.
 pub const MAX_WORKERS: usize = 1024;
 /// Upper bound for `max_message_size`, in bytes (1 GiB): beyond it is a typo, not a chat message.
@@ -166,6 +179,19 @@ pub struct Config {
     pub rooms: Vec<RoomConfig>,
     /// The `[cluster]` table; `None`: a node on its own, rooms sequenced by their owner worker.
     pub cluster: Option<ClusterConfig>,
+    /// The `[api]` table; `None` when the file has none (then there is no API listener).
+    pub api: Option<ApiConfig>,
+}
+
+/// The `[api]` table: the server-side API's own listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// The bearer key every request must carry, from `key` or read from `key_file` (trailing
+    /// newline trimmed); at least [`API_KEY_FLOOR`] bytes.
+    pub key: Secret,
+    /// API connections at once; past it a new one is closed at accept.
+    pub max_connections: usize,
 }
 
 /// `[cluster]`: several nodes share rooms through one Redis (see `server::cluster`).
@@ -365,6 +391,7 @@ impl Config {
             },
             auth: None,
             cluster: None,
+            api: None,
             rooms: vec![RoomConfig {
                 path: "/*".to_owned(),
                 pattern: true,

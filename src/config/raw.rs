@@ -17,6 +17,17 @@ pub(super) struct RawConfig {
     pub auth: Option<Spanned<RawAuth>>,
     pub room: Vec<Spanned<RawRoom>>,
     pub cluster: Option<Spanned<RawCluster>>,
+    pub api: Option<Spanned<RawApi>>,
+}
+
+/// `[api]`: the server-side API's listener and key (exactly one of `key` and `key_file`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawApi {
+    pub listen: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<usize>>,
 }
 
 /// `[cluster]`: scale-out over Redis.

@@ -323,6 +323,7 @@ fn the_shipped_example_parses_and_routes() {
         "the example shows the defaults"
     );
     assert_eq!(config.auth, None, "the example's [auth] is commented out");
+    assert_eq!(config.api, None, "the example's [api] is commented out");
     assert!(config.rooms.iter().all(|r| r.auth == RoomAuth::None));
     let chat = config.route("/chat").unwrap();
     assert_eq!((chat.path.as_str(), chat.pattern), ("/chat", false));
@@ -353,8 +354,10 @@ fn the_shipped_example_documents_every_key() {
     };
     let (server, room) = (keys("[server]"), keys("[[room]]\npath = \"/x\""));
     let auth = keys("[auth]");
+    let api = keys("[api]");
     assert_eq!((server.len(), room.len(), auth.len()), (16, 14, 2));
-    for key in server.into_iter().chain(room).chain(auth) {
+    assert_eq!(api.len(), 4);
+    for key in server.into_iter().chain(room).chain(auth).chain(api) {
         assert!(
             documented(&key),
             "config/wsrelay.toml does not show `{key}`"

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::api::validate_api;
 use super::raw::{RawAuth, RawCluster, RawConfig, RawDuration, RawListen, RawServer, RawSize};
 use super::room::validate_room;
 use super::units::{human_size, parse_duration, parse_size};
@@ -72,6 +73,7 @@ pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
 fn validate(raw: RawConfig, text: &str, base: Option<&Path>) -> Result<Config, Invalid> {
     let server = validate_server(raw.server)?;
     let auth = raw.auth.map(|a| validate_auth(a, base)).transpose()?;
+    let api = raw.api.map(|a| validate_api(a, base)).transpose()?;
     let mut rooms: Vec<RoomConfig> = Vec::with_capacity(raw.room.len());
     let mut first_seen: HashMap<String, usize> = HashMap::new();
     for room in raw.room {
@@ -94,6 +96,7 @@ fn validate(raw: RawConfig, text: &str, base: Option<&Path>) -> Result<Config, I
         auth,
         rooms,
         cluster,
+        api,
     })
 }
 
@@ -244,7 +247,7 @@ fn validate_auth(raw: Spanned<RawAuth>, base: Option<&Path>) -> Result<AuthConfi
 /// The key in `path`, one trailing newline (LF or CRLF) trimmed, as `echo` and editors leave
 /// one. Only a regular file is read, and no more than [`JWT_SECRET_FILE_CEILING`] bytes of it, so
 /// a wrong path (a FIFO, `/dev/zero`) fails at once instead of hanging or filling memory.
-fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
+pub(super) fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
     let shown = path.display().to_string();
     let cannot = |e: std::io::Error| format!("{shown:?}: cannot read: {e}");
     let meta = std::fs::metadata(path).map_err(cannot)?;
