@@ -248,6 +248,8 @@ pub struct AcceptorCounts {
     pub last_reload_failed: bool,
     /// The running config's `max_connections`, so an alert can compare the open count with it.
     pub max_connections: u64,
+    /// The API thread's counters, when `[api]` is configured.
+    pub api: Option<std::sync::Arc<ApiCounters>>,
 }
 
 impl AcceptorCounts {
@@ -465,7 +467,148 @@ pub fn render(acceptor: &AcceptorCounts, workers: &[std::sync::Arc<WorkerCounter
         "wsrelay_config_reloads_total{{result=\"ok\"}} {}\nwsrelay_config_reloads_total{{result=\"failed\"}} {}",
         acceptor.reloads_ok, acceptor.reloads_failed
     );
+    if let Some(api) = &acceptor.api {
+        api.render(&mut o);
+    }
     o
+}
+
+/// An endpoint of the server-side API: the `endpoint` label of `wsrelay_api_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiEndpoint {
+    Publish,
+    Batch,
+    Rooms,
+    Room,
+    History,
+    Presence,
+    Disconnect,
+    /// No endpoint: an unknown path, or a request too broken to tell.
+    Unknown,
+}
+
+impl ApiEndpoint {
+    pub const ALL: [ApiEndpoint; 8] = [
+        ApiEndpoint::Publish,
+        ApiEndpoint::Batch,
+        ApiEndpoint::Rooms,
+        ApiEndpoint::Room,
+        ApiEndpoint::History,
+        ApiEndpoint::Presence,
+        ApiEndpoint::Disconnect,
+        ApiEndpoint::Unknown,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ApiEndpoint::Publish => "publish",
+            ApiEndpoint::Batch => "batch",
+            ApiEndpoint::Rooms => "rooms",
+            ApiEndpoint::Room => "room",
+            ApiEndpoint::History => "history",
+            ApiEndpoint::Presence => "presence",
+            ApiEndpoint::Disconnect => "disconnect",
+            ApiEndpoint::Unknown => "unknown",
+        }
+    }
+}
+
+/// HTTP statuses 100..=599, one counter each per endpoint.
+const API_STATUSES: usize = 500;
+
+/// The API thread's counters, read when `/metrics` is rendered. Updated once per request (the
+/// API is not the hot path of fan-out).
+#[derive(Debug)]
+pub struct ApiCounters {
+    /// By endpoint, then status - 100.
+    requests: Box<[AtomicU64]>,
+    published: AtomicU64,
+    connections_open: AtomicU64,
+    connections_refused: AtomicU64,
+}
+
+impl Default for ApiCounters {
+    fn default() -> Self {
+        ApiCounters {
+            requests: (0..ApiEndpoint::ALL.len() * API_STATUSES)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            published: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ApiCounters {
+    /// A request to `endpoint` was answered with `status`.
+    pub fn request(&self, endpoint: ApiEndpoint, status: u16) {
+        let s = usize::from(status.clamp(100, 599)) - 100;
+        self.requests[endpoint as usize * API_STATUSES + s].fetch_add(1, Relaxed);
+    }
+
+    /// Messages the API put into rooms (sequenced by their owner).
+    pub fn published(&self, n: u64) {
+        self.published.fetch_add(n, Relaxed);
+    }
+
+    pub fn set_connections_open(&self, n: usize) {
+        self.connections_open.store(n as u64, Relaxed);
+    }
+
+    /// A connection closed at accept: `[api] max_connections` were open.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Relaxed);
+    }
+
+    fn render(&self, o: &mut String) {
+        family(
+            o,
+            "wsrelay_api_requests_total",
+            "counter",
+            "Server-side API requests answered, by endpoint and HTTP status.",
+        );
+        for e in ApiEndpoint::ALL {
+            for s in 0..API_STATUSES {
+                let n = self.requests[e as usize * API_STATUSES + s].load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        o,
+                        "wsrelay_api_requests_total{{endpoint=\"{}\",status=\"{}\"}} {n}",
+                        e.label(),
+                        s + 100
+                    );
+                }
+            }
+        }
+        let counters = [
+            (
+                "wsrelay_api_messages_published_total",
+                "Messages the server-side API put into rooms (publish and batch).",
+                self.published.load(Relaxed),
+            ),
+            (
+                "wsrelay_api_connections_refused_total",
+                "API connections closed at accept: [api] max_connections were open.",
+                self.connections_refused.load(Relaxed),
+            ),
+        ];
+        for (name, help, v) in counters {
+            family(o, name, "counter", help);
+            let _ = writeln!(o, "{name} {v}");
+        }
+        family(
+            o,
+            "wsrelay_api_connections_open",
+            "gauge",
+            "Connections to the server-side API open now.",
+        );
+        let _ = writeln!(
+            o,
+            "wsrelay_api_connections_open {}",
+            self.connections_open.load(Relaxed)
+        );
+    }
 }
 
 #[cfg(test)]
@@ -497,5 +640,37 @@ mod tests {
             Some("0")
         );
         assert!(body.contains("# TYPE wsrelay_config_last_reload_successful gauge\n"));
+    }
+
+    #[test]
+    fn api_counters_render_only_with_an_api() {
+        let mut counts = AcceptorCounts::default();
+        assert!(!render(&counts, &[]).contains("wsrelay_api_"));
+        let api = std::sync::Arc::new(ApiCounters::default());
+        api.request(ApiEndpoint::Publish, 200);
+        api.request(ApiEndpoint::Publish, 200);
+        api.request(ApiEndpoint::Unknown, 401);
+        api.published(2);
+        counts.api = Some(api);
+        let body = render(&counts, &[]);
+        assert_eq!(
+            sample(
+                &body,
+                "wsrelay_api_requests_total{endpoint=\"publish\",status=\"200\"}"
+            ),
+            Some("2")
+        );
+        assert_eq!(
+            sample(
+                &body,
+                "wsrelay_api_requests_total{endpoint=\"unknown\",status=\"401\"}"
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(&body, "wsrelay_api_messages_published_total"),
+            Some("2")
+        );
+        assert_eq!(sample(&body, "wsrelay_api_connections_open"), Some("0"));
     }
 }
