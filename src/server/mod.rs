@@ -185,6 +185,8 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
         Arc::new(Waker::new(acceptor_poll.registry(), acceptor::WAKER).map_err(setup("a waker"))?);
     let (to_acceptor, acceptor_inbox) = Mailbox::new(acceptor_waker);
 
+    let api = api::bind(&config, to_acceptor.clone())?;
+
     exit_on_panic();
     let n = config.server.workers;
     let mut polls = Vec::with_capacity(n);
@@ -263,11 +265,26 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
         // Tests and scripts read the bound address (port 0 picks one) from this line.
         let _ = writeln!(stdout, "listening on {addr}");
     }
+    if let Some(api) = &api {
+        if !stdout_is_journal {
+            info!("API listening on {}", api.addr);
+        }
+        // Tests and scripts read the API's bound address from this line.
+        let _ = writeln!(stdout, "api listening on {}", api.addr);
+    }
     if stdout_is_journal {
         info!("serving with {n} workers");
     }
     let _ = stdout.flush();
     drop(stdout);
+    let (api_mailbox, api_counters) = match api {
+        Some(api) => {
+            let link = (api.mailbox.clone(), Arc::clone(&api.counters));
+            threads.push(api.spawn()?);
+            (Some(link.0), Some(link.1))
+        }
+        None => (None, None),
+    };
     if let Some(n) = &notify {
         n.ready();
     }
@@ -283,7 +300,8 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
         config,
         source,
         notify,
-        api: None,
+        api: api_mailbox,
+        api_counters,
         tuned,
         cluster: cluster.map(|c| c.state),
     })

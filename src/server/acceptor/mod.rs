@@ -143,6 +143,8 @@ pub struct AcceptorSetup {
     pub tuned: Vec<Tuned>,
     /// The Redis link's state, with `[cluster]`: `/healthz` and `/metrics` report it.
     pub cluster: Option<Arc<crate::server::cluster::ClusterState>>,
+    /// The API thread's counters, for `/metrics`, when `[api]` is configured.
+    pub api_counters: Option<Arc<crate::metrics::ApiCounters>>,
 }
 
 /// Where the running config came from, for SIGHUP.
@@ -248,7 +250,10 @@ pub fn run(setup: AcceptorSetup) -> io::Result<()> {
         notify: setup.notify,
         pending: Slab::new(),
         admission,
-        counts: AcceptorCounts::default(),
+        counts: AcceptorCounts {
+            api: setup.api_counters.clone(),
+            ..AcceptorCounts::default()
+        },
         next_worker: 0,
         to_wake,
         accept_retry: None,

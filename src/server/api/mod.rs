@@ -48,12 +48,6 @@ pub struct Api {
     pub mailbox: Mailbox<ToApi>,
 }
 
-/// What the acceptor holds of the API thread: where reloads go, and its counters for `/metrics`.
-pub struct ApiLink {
-    pub mailbox: Mailbox<ToApi>,
-    pub counters: Arc<ApiCounters>,
-}
-
 /// Bind the API's listener if `[api]` is configured (a bind error fails startup, like the main
 /// listener's). Its calls go to `acceptor`.
 pub fn bind(config: &Config, acceptor: Mailbox<ToAcceptor>) -> Result<Option<Api>, ServerError> {
