@@ -23,6 +23,7 @@ use tungstenite::http::HeaderValue;
 use tungstenite::protocol::Role;
 use tungstenite::{Message, WebSocket};
 
+pub mod api;
 pub mod frames;
 pub mod jwt;
 pub mod redis;
@@ -80,6 +81,8 @@ impl Drop for TempFile {
 pub struct Daemon {
     child: Child,
     addr: SocketAddr,
+    /// The API's address, when the config has an `[api]` table (see [`Daemon::start_api`]).
+    api: Option<SocketAddr>,
     stderr: Option<JoinHandle<Vec<u8>>>,
     config: Option<TempFile>,
     /// The test ended the daemon on purpose (see [`Daemon::wait_exit`]).
@@ -159,9 +162,13 @@ impl Daemon {
                 let _ = lines_tx.send(line);
             }
         });
+        let wants_api = config.as_ref().is_some_and(|f| {
+            std::fs::read_to_string(f.path()).is_ok_and(|t| t.lines().any(|l| l.trim() == "[api]"))
+        });
         let mut daemon = Daemon {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api: None,
             stderr: Some(stderr),
             config,
             exit_expected: false,
@@ -184,6 +191,22 @@ impl Daemon {
             _ => daemon.fail(&format!(
                 "first stdout line is not `listening on 127.0.0.1:PORT`: {line:?}"
             )),
+        }
+        if wants_api {
+            let line = lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_default();
+            match line
+                .strip_prefix("api listening on ")
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+            {
+                Some(addr) if addr.ip().is_loopback() && addr.port() != 0 => {
+                    daemon.api = Some(addr)
+                }
+                _ => daemon.fail(&format!(
+                    "second stdout line is not `api listening on 127.0.0.1:PORT`: {line:?}"
+                )),
+            }
         }
         daemon
     }
@@ -309,6 +332,12 @@ impl Daemon {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The API listener's address; the daemon must have been started with an `[api]` table.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api
+            .expect("started with an [api] table (Daemon::start_api)")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -38,6 +38,7 @@ impl Front {
         }
         match parse_head(&c.buf, max) {
             Ok(Some(head)) => {
+                c.buf.drain(..head.len);
                 self.on_head(key, head, now);
                 true
             }
@@ -66,7 +67,8 @@ impl Front {
         let Phase::Body { head, .. } = &c.phase else {
             return false;
         };
-        let end = head.len + head.content_length.unwrap_or(0) as usize;
+        // The head is out of the buffer already: the body is at its start.
+        let end = head.content_length.unwrap_or(0) as usize;
         if c.buf.len() < end {
             match c.fill(end) {
                 Ok(Filled::Drained) | Ok(Filled::Full) if c.buf.len() < end => return false,
@@ -85,8 +87,7 @@ impl Front {
             unreachable!("checked above");
         };
         let rest = c.buf.split_off(end);
-        let mut body = std::mem::replace(&mut c.buf, rest);
-        body.drain(..head.len);
+        let body = std::mem::replace(&mut c.buf, rest);
         self.on_body(key, head, work, body, now);
         true
     }

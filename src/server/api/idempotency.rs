@@ -102,7 +102,8 @@ impl Cache {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// Keys remembered now.
+    pub fn keys(&self) -> usize {
         self.map.len()
     }
 
@@ -175,7 +176,7 @@ mod tests {
             c.finish(&key, None);
             c.begin(&key, [0; 32], t);
         }
-        assert!(c.len() <= ENTRIES);
+        assert!(c.keys() <= ENTRIES);
         assert!(c.order.len() <= 2 * ENTRIES);
         assert_eq!(
             c.begin("0", [0; 32], t),
