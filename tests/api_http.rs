@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::api::{API_KEY, Client, auth, read_response, request, with_api};
+use common::api::{API_KEY, Client, auth, request, with_api};
 use common::{Daemon, read_head, status};
 
 const CONFIG: &str = r#"
@@ -313,5 +313,31 @@ fn the_api_port_is_not_the_public_port() {
     s.write_all(common::upgrade_request("/chat", "").as_bytes())
         .unwrap();
     assert_eq!(status(&read_head(&mut s)), 401);
-    let _ = read_response;
+}
+
+#[test]
+fn expect_100_continue_is_answered_once_the_head_passes() {
+    let d = Daemon::start_api(CONFIG, "");
+    let mut c = Client::new(&d);
+    let head = format!(
+        "POST /api/v1/publish/rooms/a HTTP/1.1\r\n{}{TEXT}Content-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        auth()
+    );
+    c.write(head.as_bytes());
+    let interim = read_head(&mut c.s);
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{interim}"
+    );
+    c.write(b"hello");
+    let r = c.read();
+    assert!(r.status >= 200, "{}", r.head);
+    // A head that fails gets its refusal instead, and no 100.
+    let mut c = Client::new(&d);
+    let head = format!(
+        "POST /api/v1/publish/rooms/a HTTP/1.1\r\n{}{TEXT}Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
+        auth()
+    );
+    c.write(head.as_bytes());
+    assert_eq!(c.read().status, 413);
 }

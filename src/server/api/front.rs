@@ -33,6 +33,9 @@ pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// How long an answer that closes the connection waits to be read and for the peer's EOF.
 const LINGER: Duration = Duration::from_secs(1);
 
+/// At most one warning about failing accepts per this long.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// A call in flight: whose it is, and where its outcome goes.
 pub(super) struct Waiter {
     pub conn: usize,
@@ -62,6 +65,8 @@ pub(super) struct Front {
     pub next_serial: u64,
     pub idempotency: idempotency::Cache,
     pub counters: Arc<ApiCounters>,
+    /// When a failed accept was last reported.
+    pub accept_warned: Option<Instant>,
 }
 
 impl Front {
@@ -92,6 +97,9 @@ impl Front {
             }
             if now >= next_tick {
                 self.expire(now);
+                // Readiness is edge-triggered: a connection left queued by a failed accept
+                // (out of descriptors) is announced by no new edge.
+                self.accept(now);
                 next_tick = now + tick(&self.config);
             }
             self.counters.set_connections_open(self.conns.len());
@@ -105,9 +113,14 @@ impl Front {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of descriptors: the connection stays queued; the next accepted one,
-                    // or the next tick's retry, takes it.
-                    warn!("api: accept failed: {e}");
+                    // Out of descriptors: the connection stays queued; the next tick retries.
+                    if self
+                        .accept_warned
+                        .is_none_or(|t| now.duration_since(t) >= ACCEPT_WARN_EVERY)
+                    {
+                        warn!("api: accept failed: {e}; retrying on every tick");
+                        self.accept_warned = Some(now);
+                    }
                     return;
                 }
             };

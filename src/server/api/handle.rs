@@ -184,7 +184,13 @@ impl Front {
             }
             _ => return self.start(key, vec![call_of(r)], false, None, now),
         };
-        self.conns[key].phase = Phase::Body { head, work };
+        let c = &mut self.conns[key];
+        if head.expect_continue {
+            // The head passed every check: ask for the body. The socket has nothing queued
+            // (the last answer is written), so these few bytes go out whole.
+            let _ = std::io::Write::write(&mut c.stream, b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        c.phase = Phase::Body { head, work };
     }
 
     /// A complete body.

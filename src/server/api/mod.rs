@@ -80,6 +80,7 @@ pub fn bind(config: &Config, acceptor: Mailbox<ToAcceptor>) -> Result<Option<Api
         next_serial: 0,
         idempotency: Default::default(),
         counters: Arc::clone(&counters),
+        accept_warned: None,
     };
     Ok(Some(Api {
         front,

@@ -25,6 +25,8 @@ pub struct Head {
     /// A `Transfer-Encoding` header came (we read bodies by `Content-Length` only: 501).
     pub transfer_encoding: bool,
     pub idempotency_key: Option<String>,
+    /// `Expect: 100-continue` (curl sends it with bodies over 1 KiB, then waits a second).
+    pub expect_continue: bool,
     /// Bytes of the buffer the head took.
     pub len: usize,
 }
@@ -84,6 +86,8 @@ pub fn parse_head(buf: &[u8], max_len: usize) -> Result<Option<Head>, HeadError>
             if h.content_length.replace(n).is_some_and(|m| m != n) {
                 return Err(HeadError::Invalid("Content-Length given twice"));
             }
+        } else if name.eq_ignore_ascii_case("expect") {
+            h.expect_continue |= value.eq_ignore_ascii_case("100-continue");
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             h.transfer_encoding = true;
         } else if name.eq_ignore_ascii_case("connection") {
