@@ -240,7 +240,9 @@ fn past_the_connection_cap_new_connections_are_closed() {
         .write_all(&request("GET", "/api/v1/nothing", &auth(), b""));
     assert!(extra.closed(), "the fourth connection is closed at accept");
     d.wait_metric("wsrelay_api_connections_refused_total", |v| v >= 1.0);
+    d.wait_metric("wsrelay_api_connections_open", |v| v == 3.0);
     drop(held);
+    // The gauge follows the connections themselves: at 0 there is room again.
     d.wait_metric("wsrelay_api_connections_open", |v| v == 0.0);
     assert_eq!(d.api("GET", "/api/v1/nothing", "", b"").status, 404);
 }

@@ -102,7 +102,6 @@ impl Front {
                 self.accept(now);
                 next_tick = now + tick(&self.config);
             }
-            self.counters.set_connections_open(self.conns.len());
         }
     }
 
@@ -148,6 +147,7 @@ impl Front {
                 self.conns.remove(key);
                 continue;
             }
+            self.counters.set_connections_open(self.conns.len());
             self.drive(key, now);
         }
     }
@@ -264,6 +264,8 @@ impl Front {
     pub(super) fn drop_conn(&mut self, key: usize) {
         // Dropping the socket closes it, which also takes it out of the poll. Calls in flight
         // for it find no connection when they come back.
-        self.conns.try_remove(key);
+        if self.conns.try_remove(key).is_some() {
+            self.counters.set_connections_open(self.conns.len());
+        }
     }
 }
