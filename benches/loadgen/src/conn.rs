@@ -257,10 +257,16 @@ pub fn pick(bodies: &mut [Vec<u8>], id: u32, seq: u64) -> &mut [u8] {
 }
 
 pub fn send(c: &mut Conn, payload: &mut [u8], id: u32, seq: u64, ts: u64) {
+    stamp(payload, id, seq, ts);
+    ws::encode(&mut c.out, ws::OP_BINARY, payload, MASK);
+}
+
+/// Write the `HEADER` receivers check into the front of `payload`: publisher `id`, its `seq`,
+/// the send time `ts` (ns since the run's epoch).
+pub fn stamp(payload: &mut [u8], id: u32, seq: u64, ts: u64) {
     payload[0..4].copy_from_slice(&id.to_le_bytes());
     payload[4..12].copy_from_slice(&seq.to_le_bytes());
     payload[12..20].copy_from_slice(&ts.to_le_bytes());
-    ws::encode(&mut c.out, ws::OP_BINARY, payload, MASK);
 }
 
 pub fn close(

@@ -1,9 +1,12 @@
 //! wsrelay's load generator: drives a WebSocket relay (wsrelay or a peer) on loopback and prints
 //! one JSON object per run. See `loadgen --help`; `benches/compare` drives it against every server.
 
+mod api;
+mod apipub;
 mod conn;
 mod hist;
 mod hs;
+mod http;
 mod idle;
 mod inflate;
 mod json;
@@ -41,13 +44,22 @@ scenarios:
               --conns C (19000) --settle SECS (1) --deflate 0|1 (0)
   handshakes  connect + upgrade + close, repeated
               --concurrency N (32)
+  api-publish S subscribers in one room ({prefix}/api-publish); P keep-alive connections to
+              wsrelay's API publish into it (POST /api/v1/publish/..., octet-stream bodies)
+              --api-addr ADDR (the [api] listener) --api-key-file PATH (the bearer key;
+              one trailing newline is dropped, as wsrelay does)
+              --subs S (1000) --conns P (4) --size B (64) --messages M (0: no limit, else
+              per connection) --window W (1: requests in flight per connection; over 1
+              they are pipelined) --gate delivered|answered (delivered: a request holds
+              its place in the window until every subscriber has the message; answered:
+              until its answer, so publishers may outrun the fan-out)
 
 common:
   --addr ADDR           server (loopback IPv4 only)
   --server-pid PID      report the server's CPU (from /proc/PID/stat) and RSS/HWM
   --label TEXT          copied into the JSON as \"server\"
   --path-prefix P       (/bench)
-  --threads T           loader threads for fanout/rooms (2)
+  --threads T           loader threads for fanout/rooms, subscriber threads for api-publish (2)
   --warmup SECS (1)  --duration SECS (5)  --drain SECS (3)  --setup-timeout SECS (60)
   --sources N           127.0.0.x source addresses to spread connections over (64)
   --connect-concurrency N   handshakes in flight during setup (128)
@@ -240,6 +252,39 @@ fn run() -> Result<(), String> {
             let _ = (threads, drain, setup_timeout);
             hs::run(&o)?
         }
+        "api-publish" => {
+            let api: SocketAddrV4 = a
+                .raw("api-addr")
+                .ok_or("--api-addr is required")?
+                .parse()
+                .map_err(|_| "--api-addr must be an IPv4 address:port")?;
+            if !api.ip().is_loopback() {
+                return Err("--api-addr must be a loopback address".into());
+            }
+            let key_file: String = a.opt("api-key-file")?.ok_or("--api-key-file is required")?;
+            let o = apipub::Opts {
+                server,
+                api,
+                key: read_key(&key_file)?,
+                server_pid,
+                path_prefix: prefix,
+                subs: a.get("subs", 1000)?,
+                conns: a.get("conns", 4)?,
+                window: a.get("window", 1)?,
+                gate: api::Gate::parse(&a.get("gate", "delivered".to_string())?)?,
+                size: a.get("size", 64)?,
+                messages: a.get("messages", 0)?,
+                threads,
+                sources,
+                concurrency,
+                warmup,
+                duration,
+                drain,
+                setup_timeout,
+            };
+            a.check_unused()?;
+            apipub::run(&o)?
+        }
         other => return Err(format!("unknown scenario {other:?} (see --help)")),
     };
     j.opt("nofile_limit", Some(nofile as f64));
@@ -248,6 +293,24 @@ fn run() -> Result<(), String> {
     }
     println!("{}", j.render());
     Ok(())
+}
+
+/// The API's bearer key from `path`, read as wsrelay reads `key_file` (one trailing newline,
+/// with its carriage return, is not part of the key).
+fn read_key(path: &str) -> Result<Vec<u8>, String> {
+    let mut key = std::fs::read(path).map_err(|e| format!("--api-key-file {path:?}: {e}"))?;
+    if key.ends_with(b"\n") {
+        key.pop();
+        if key.ends_with(b"\r") {
+            key.pop();
+        }
+    }
+    if key.is_empty() || key.iter().any(|b| b.is_ascii_control() || *b == b' ') {
+        return Err(format!(
+            "--api-key-file {path:?}: the key must be one line without spaces or control bytes"
+        ));
+    }
+    Ok(key)
 }
 
 /// A 0/1 option, off by default.

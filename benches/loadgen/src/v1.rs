@@ -115,7 +115,7 @@ pub fn message<'a>(payload: &'a [u8], text: &'a mut Vec<u8>) -> Result<(u64, &'a
 
 /// A value of a flat JSON object. Strings are raw: as written between the quotes.
 #[derive(Debug, PartialEq, Eq)]
-enum Value<'a> {
+pub enum Value<'a> {
     Str(&'a [u8]),
     /// A non-negative integer that fits in a u64.
     Num(u64),
@@ -123,8 +123,9 @@ enum Value<'a> {
     Other,
 }
 
-/// Call `each(key, value)` for the members of the flat JSON object `s` (raw keys).
-fn object<'a>(s: &'a [u8], mut each: impl FnMut(&'a [u8], Value<'a>)) -> Result<(), String> {
+/// Call `each(key, value)` for the members of the flat JSON object `s` (raw keys). The API's
+/// answers are such objects too (`http`).
+pub fn object<'a>(s: &'a [u8], mut each: impl FnMut(&'a [u8], Value<'a>)) -> Result<(), String> {
     let bad = |what: &str, at: usize| Err(format!("v1: bad JSON ({what} at byte {at})"));
     let mut i = ws(s, 0);
     if s.get(i) != Some(&b'{') {
