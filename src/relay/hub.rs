@@ -558,11 +558,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                     epoch,
                     seq,
                 };
-                if from == self.me {
-                    self.handle(joined, sink);
-                } else {
-                    sink.send(from, joined);
-                }
+                self.send_to(from, joined, sink);
             }
             Envelope::Joined {
                 room,
@@ -642,11 +638,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                     ticket,
                     welcome,
                 };
-                if from == self.me {
-                    self.handle(fetched, sink);
-                } else {
-                    sink.send(from, fetched);
-                }
+                self.send_to(from, fetched, sink);
             }
             Envelope::Fetched {
                 room,
@@ -980,6 +972,15 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
         }
     }
 
+    /// Send to worker `to`, or carry it out here when `to` is this worker.
+    fn send_to(&mut self, to: WorkerId, envelope: Envelope<F, M>, sink: &mut impl Sink<F, M>) {
+        if to == self.me {
+            self.handle(envelope, sink);
+        } else {
+            sink.send(to, envelope);
+        }
+    }
+
     fn send_to_owner(
         &mut self,
         room: RoomId,
@@ -987,11 +988,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
         sink: &mut impl Sink<F, M>,
     ) {
         let owner = room.owner(self.workers);
-        if owner == self.me {
-            self.handle(envelope, sink);
-        } else {
-            sink.send(owner, envelope);
-        }
+        self.send_to(owner, envelope, sink);
     }
 
     fn sequence(&mut self, room: RoomId, origin: Origin<M>, frame: F, sink: &mut impl Sink<F, M>) {
