@@ -11,16 +11,22 @@
 //!   that acknowledges each worker's membership (the 101 waits for it), sequences the room's
 //!   messages (epoch + sequence from 1) and hands each one once to every worker with members
 //!   links between workers are FIFO; what a publisher has in flight between them is bounded
-//!   (credits), and a pass takes in a bounded amount before it writes
+//!   (credits), and a pass takes in a bounded amount before it writes; the owner keeps the
+//!   room's latest messages (history) and answers replays on the same links
+//!
+//!  TCP ─▶ API thread (mio, only with [api])   keyed HTTP/1.1 calls → acceptor (resolves the
+//!         room) → the room's owner or every worker → the answer straight back
 //! ```
 //!
-//! - [`relay`]: the sans-IO core (rooms, sequencing, admission), tested without sockets.
+//! - [`relay`]: the sans-IO core (rooms, sequencing, history, presence, admission), tested
+//!   without sockets.
 //! - [`config`]: the TOML file, parsed then validated.
 //! - [`http`]: request heads in, HTTP answers out.
 //! - [`deflate`]: permessage-deflate (RFC 7692): negotiation, compress once, bounded inflate.
 //! - [`metrics`]: counter names and the Prometheus rendering.
 //! - [`notify`], [`journal`]: the systemd side: `sd_notify`, socket activation, log priorities.
-//! - [`server`]: the threads and sockets; with `[cluster]`, a Redis thread numbers the rooms'
+//! - [`server`]: the threads and sockets; `server::api` is the server-side API (its HTTP front and
+//!   the calls it makes into the relay); with `[cluster]`, a Redis thread numbers the rooms'
 //!   messages in Redis and hands every node's back to the rooms' owners (`server::cluster`).
 //!
 //! `relay`, `config` and `deflate` never import `server`.
