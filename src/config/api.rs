@@ -7,7 +7,7 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::raw::RawApi;
-use super::validate::{Invalid, at_least_one, read_secret_file};
+use super::validate::{Invalid, at_least_one, key_file};
 use super::{API_KEY_FLOOR, ApiConfig, DEFAULT_API_LISTEN, DEFAULT_API_MAX_CONNECTIONS, Secret};
 
 /// `[api]`: exactly one of `key` and `key_file`, a long enough key, a valid address.
@@ -42,21 +42,10 @@ pub(super) fn validate_api(
             let span = inline.span();
             (inline.into_inner().into_bytes(), span, "key".to_owned())
         }
-        (None, Some(file)) => {
-            let span = file.span();
-            let written = file.into_inner();
-            let path = match base {
-                Some(dir) => dir.join(&written),
-                None => Path::new(&written).to_owned(),
-            };
-            let bytes = read_secret_file(&path)
-                .map_err(|e| Invalid::new(span.clone(), format!("[api] key_file {e}")))?;
-            (
-                bytes,
-                span,
-                format!("key_file {:?}", path.display().to_string()),
-            )
-        }
+        (None, Some(file)) => key_file("key_file", file, base).map_err(|e| Invalid {
+            message: format!("[api] {}", e.message),
+            ..e
+        })?,
     };
     if key.len() < API_KEY_FLOOR {
         let message = format!(

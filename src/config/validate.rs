@@ -215,21 +215,7 @@ fn validate_auth(raw: Spanned<RawAuth>, base: Option<&Path>) -> Result<AuthConfi
         RawAuth {
             jwt_secret_file: Some(file),
             ..
-        } => {
-            let span = file.span();
-            let written = file.into_inner();
-            let path = match base {
-                Some(dir) => dir.join(&written),
-                None => Path::new(&written).to_owned(),
-            };
-            let bytes = read_secret_file(&path)
-                .map_err(|e| Invalid::new(span.clone(), format!("jwt_secret_file {e}")))?;
-            (
-                bytes,
-                span,
-                format!("jwt_secret_file {:?}", path.display().to_string()),
-            )
-        }
+        } => key_file("jwt_secret_file", file, base)?,
     };
     if secret.len() < JWT_SECRET_FLOOR {
         let message = format!(
@@ -242,6 +228,28 @@ fn validate_auth(raw: Spanned<RawAuth>, base: Option<&Path>) -> Result<AuthConfi
     Ok(AuthConfig {
         jwt_secret: Secret::new(secret),
     })
+}
+
+/// A key read from the file `key` names (relative to `base`, the config file's directory):
+/// its bytes, the span of the key, and how errors name it (`key "path"`).
+pub(super) fn key_file(
+    key: &str,
+    file: Spanned<String>,
+    base: Option<&Path>,
+) -> Result<(Vec<u8>, Range<usize>, String), Invalid> {
+    let span = file.span();
+    let written = file.into_inner();
+    let path = match base {
+        Some(dir) => dir.join(&written),
+        None => Path::new(&written).to_owned(),
+    };
+    let bytes =
+        read_secret_file(&path).map_err(|e| Invalid::new(span.clone(), format!("{key} {e}")))?;
+    Ok((
+        bytes,
+        span,
+        format!("{key} {:?}", path.display().to_string()),
+    ))
 }
 
 /// The key in `path`, one trailing newline (LF or CRLF) trimmed, as `echo` and editors leave

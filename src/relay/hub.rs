@@ -911,18 +911,8 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
 
     /// On the owner: give a presence event to every worker with members, in the room's order.
     fn announce(&mut self, room: RoomId, frame: F, sink: &mut impl Sink<F, M>) {
-        let Some(owned) = self.owned.get(&room) else {
-            return;
-        };
-        let mut local = false;
-        for &w in &owned.workers {
-            if w == self.me {
-                local = true;
-            } else {
-                let frame = frame.clone();
-                sink.send(w, Envelope::Notice { room, frame });
-            }
-        }
+        let local =
+            self.to_other_workers(room, sink, |frame| Envelope::Notice { room, frame }, &frame);
         if local {
             self.notice_local(room, &frame, sink);
         }
@@ -970,6 +960,29 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                 largest.push((owned.history.bytes(), room));
             }
         }
+    }
+
+    /// On the owner: send `envelope(frame)` to every other worker with members of the room.
+    /// Returns whether this worker has members too (the caller gives them the frame itself).
+    fn to_other_workers(
+        &self,
+        room: RoomId,
+        sink: &mut impl Sink<F, M>,
+        envelope: impl Fn(F) -> Envelope<F, M>,
+        frame: &F,
+    ) -> bool {
+        let Some(owned) = self.owned.get(&room) else {
+            return false;
+        };
+        let mut local = false;
+        for &w in &owned.workers {
+            if w == self.me {
+                local = true;
+            } else {
+                sink.send(w, envelope(frame.clone()));
+            }
+        }
+        local
     }
 
     /// Send to worker `to`, or carry it out here when `to` is this worker.
@@ -1027,26 +1040,13 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                 self.enforce_memory();
             }
         }
-        let Some(owned) = self.owned.get(&room) else {
-            return;
+        let deliver = |frame| Envelope::Deliver {
+            room,
+            seq,
+            origin,
+            frame,
         };
-        let mut local = false;
-        for &w in &owned.workers {
-            if w == self.me {
-                local = true;
-            } else {
-                let frame = frame.clone();
-                sink.send(
-                    w,
-                    Envelope::Deliver {
-                        room,
-                        seq,
-                        origin,
-                        frame,
-                    },
-                );
-            }
-        }
+        let local = self.to_other_workers(room, sink, deliver, &frame);
         if local {
             self.deliver_local(room, seq, origin, &frame, sink);
         }
