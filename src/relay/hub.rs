@@ -31,12 +31,13 @@
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use super::history::{History, Keep, Message, Want};
 use super::{RoomId, WorkerId};
+pub use reads::{Ask, GapCounts, Ranged, Read};
 
 /// One incarnation of a room: random, so a client can tell a room that restarted (and whose
 /// sequence numbers mean something else now) from the one it knew. Shown as 16 hex digits.
@@ -76,6 +77,15 @@ pub enum Envelope<F, M> {
     Note { room: RoomId, join: bool, note: F },
     /// A presence event from the owner, for the room's v1 members.
     Notice { room: RoomId, frame: F },
+    /// Cluster mode, from the owner: the room's messages up to `seq` of `epoch` cannot all be
+    /// handed out (lost between Redis and this node, and not in the room's stream, or a new
+    /// epoch): members go on from `seq`; v1 members get `frame` (`{"type":"reset",…}`).
+    Reset {
+        room: RoomId,
+        epoch: Epoch,
+        seq: u64,
+        frame: F,
+    },
     /// The owner registered the `Join` with `ticket`; `seq` is the last number it had sequenced.
     Joined {
         room: RoomId,
@@ -135,7 +145,7 @@ pub trait Sink<F, M> {
         let _ = (room, seq);
         match event {
             Stamp::Note(f) => f.clone(),
-            Stamp::Count(_) => panic!("this sink has no presence"),
+            Stamp::Count(_) | Stamp::Reset(_) => panic!("this sink has no presence"),
         }
     }
     /// Give a presence event to local members (those that take them).
@@ -151,15 +161,22 @@ pub trait Sink<F, M> {
     }
     /// Cluster mode, on the owner: sequence this message elsewhere (Redis). It comes back
     /// numbered through [`Hub::sequenced`], on this node and every other.
-    fn forward(&mut self, room: RoomId, path: &Arc<str>, origin: Origin<M>, frame: F) {
-        let _ = (room, path, origin, frame);
+    fn forward(&mut self, room: RoomId, path: &Arc<str>, keep: Keep, origin: Origin<M>, frame: F) {
+        let _ = (room, path, keep, origin, frame);
+        panic!("this sink has no cluster");
+    }
+    /// Cluster mode, on the owner: read the room's messages kept in the cluster (`ask`; those
+    /// older than `ttl` left out). The answer is [`Hub::ranged`] with the same `req`, exactly
+    /// once, also when the cluster cannot answer.
+    fn range(&mut self, room: RoomId, path: &Arc<str>, req: u64, ask: Ask, ttl: Option<Duration>) {
+        let _ = (room, path, req, ask, ttl);
         panic!("this sink has no cluster");
     }
     /// Cluster mode, on the owner: a room record was made; learn the room's epoch and last
     /// number from the cluster and subscribe to its messages. The answer is
     /// [`Hub::attached`], before any [`Hub::sequenced`] of the room.
-    fn attach(&mut self, room: RoomId, path: &Arc<str>) {
-        let _ = (room, path);
+    fn attach(&mut self, room: RoomId, path: &Arc<str>, keep: Keep) {
+        let _ = (room, path, keep);
         panic!("this sink has no cluster");
     }
 }
@@ -170,6 +187,8 @@ pub trait Sink<F, M> {
 pub enum Stamp<'a, F> {
     Note(&'a F),
     Count(usize),
+    /// Cluster mode: members must reload, the room goes on at `seq` of this epoch.
+    Reset(Epoch),
 }
 
 /// What a member learns on admission.
@@ -352,6 +371,8 @@ pub struct Hub<F, M> {
     /// Cluster mode: owned rooms waiting for [`Hub::attached`], with the envelopes about them
     /// that wait too (joins, leaves, fetches, presence notes), in order.
     parked: HashMap<RoomId, Vec<Envelope<F, M>>, RoomIds>,
+    /// Cluster mode: reads of the cluster's kept messages awaited, and gaps being filled.
+    cl: reads::Reads<F, M>,
     _frame: std::marker::PhantomData<fn(F)>,
 }
 
@@ -377,6 +398,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
             rng: seed,
             cluster: false,
             parked: HashMap::default(),
+            cl: reads::Reads::default(),
             _frame: std::marker::PhantomData,
         }
     }
@@ -609,6 +631,12 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                 want,
             } => {
                 // The worker's Join came first on the same link: the record exists.
+                if !self.owned.contains_key(&room) {
+                    return;
+                }
+                if self.cluster && self.fetch_remote(room, from, member, key, ticket, want, sink) {
+                    return;
+                }
                 let Some(owned) = self.owned.get(&room) else {
                     return;
                 };
@@ -686,6 +714,12 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                 }
             }
             Envelope::Notice { room, frame } => self.notice_local(room, &frame, sink),
+            Envelope::Reset {
+                room,
+                epoch,
+                seq,
+                frame,
+            } => self.reset_local(room, epoch, seq, &frame, sink),
             Envelope::Publish {
                 room,
                 origin,
@@ -802,7 +836,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
     ) -> (Epoch, u64) {
         if self.cluster && !self.owned.contains_key(&room) {
             let path = Arc::from(path);
-            sink.attach(room, &path);
+            sink.attach(room, &path, keep);
             self.parked.insert(room, Vec::new());
         }
         let owned = self.owned.entry(room).or_insert_with(|| OwnedRoom {
@@ -1010,7 +1044,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
             return;
         };
         if self.cluster {
-            sink.forward(room, &owned.path, origin, frame);
+            sink.forward(room, &owned.path, owned.keep, origin, frame);
             return;
         }
         let seq = owned.next_seq;
@@ -1120,6 +1154,7 @@ fn splitmix64(state: &mut u64) -> u64 {
 }
 
 mod cluster;
+mod reads;
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -7,7 +7,7 @@
 //! epoch and last number ([`Sink::attach`], answered by [`Hub::attached`]) before it answers any
 //! `Join` or `Fetch`, so a member's welcome names the cluster's epoch and sequence.
 
-use super::{Envelope, Epoch, Hub, Message, Origin, OwnedRoom, Sink};
+use super::{Envelope, Epoch, Hub, Message, OwnedRoom, Sink};
 use crate::relay::RoomId;
 use crate::relay::history::History;
 
@@ -51,7 +51,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                         presence: None,
                     });
                     self.parked.insert(room, Vec::new());
-                    sink.attach(room, path);
+                    sink.attach(room, path, *keep);
                 }
                 room
             }
@@ -78,71 +78,31 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
             self.parked.remove(&room);
             return;
         };
-        let first = self.parked.contains_key(&room);
-        if first || owned.epoch != epoch {
-            if !first {
-                log::warn!(
-                    "room {}: the cluster has a new epoch {epoch} (was {})",
-                    owned.path,
-                    owned.epoch
-                );
-            }
-            let (n, bytes) = (owned.history.len(), owned.history.bytes());
-            owned.history.trim(0);
-            self.kept.messages -= n;
-            self.kept.bytes -= bytes;
+        if self.parked.contains_key(&room) {
             owned.epoch = epoch;
             owned.next_seq = seq + 1;
-        } else {
-            // Same incarnation: numbers past ours were missed while the link was down.
-            owned.next_seq = owned.next_seq.max(seq + 1);
+        } else if owned.epoch != epoch {
+            // The link came back and the cluster lost the room (or it ended there meanwhile).
+            self.reset(room, epoch, seq, 0, sink);
+        } else if seq >= owned.next_seq {
+            // Same incarnation: the numbers past ours were missed while the link was down.
+            self.fill(room, seq, sink);
         }
         for envelope in self.parked.remove(&room).unwrap_or_default() {
             self.handle(envelope, sink);
         }
-    }
-
-    /// Cluster mode, on the owner: a message of `room` numbered by the cluster, as every node
-    /// gets it. One already handed out (a number not past the last one, same epoch) is dropped:
-    /// false. A new epoch is taken as it comes.
-    pub fn sequenced(
-        &mut self,
-        room: RoomId,
-        epoch: Epoch,
-        seq: u64,
-        origin: Origin<M>,
-        frame: F,
-        sink: &mut impl Sink<F, M>,
-    ) -> bool {
-        if self.parked.contains_key(&room) {
-            return false;
-        }
-        let Some(owned) = self.owned.get_mut(&room) else {
-            return false;
-        };
-        if owned.epoch == epoch && seq < owned.next_seq {
-            return false;
-        }
-        if owned.epoch != epoch {
-            let (n, bytes) = (owned.history.len(), owned.history.bytes());
-            owned.history.trim(0);
-            self.kept.messages -= n;
-            self.kept.bytes -= bytes;
-            owned.epoch = epoch;
-        }
-        owned.next_seq = seq + 1;
-        self.fan_out(room, seq, origin, frame, sink);
-        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
-    use super::super::{Joining, Recipients, Welcome};
+    use super::super::{Ask, Joining, Origin, Recipients, Stamp, Welcome};
     use super::*;
     use crate::relay::WorkerId;
+    use crate::relay::history::{Keep, Want};
 
     type F = Arc<[u8]>;
 
@@ -162,6 +122,9 @@ mod tests {
         delivered: Vec<(u64, String, Vec<u32>)>,
         admitted: Vec<(u32, Epoch, u64)>,
         sent: Vec<WorkerId>,
+        ranges: Vec<(u64, Ask)>,
+        notices: Vec<(String, Vec<u32>)>,
+        replays: Vec<(bool, Vec<u64>)>,
     }
 
     impl Sink<F, u32> for Rec {
@@ -173,12 +136,26 @@ mod tests {
         }
         fn admitted(&mut self, _: RoomId, m: u32, w: Welcome<F>) {
             self.admitted.push((m, w.epoch, w.seq));
+            let seqs = w.replay.iter().map(|(s, _)| *s).collect();
+            self.replays.push((w.recovered, seqs));
         }
-        fn forward(&mut self, room: RoomId, path: &Arc<str>, _: Origin<u32>, f: F) {
+        fn forward(&mut self, room: RoomId, path: &Arc<str>, _: Keep, _: Origin<u32>, f: F) {
             self.forwarded.push((room, path.to_string(), text(&f)));
         }
-        fn attach(&mut self, room: RoomId, _: &Arc<str>) {
+        fn attach(&mut self, room: RoomId, _: &Arc<str>, _: Keep) {
             self.attached.push(room);
+        }
+        fn range(&mut self, _: RoomId, _: &Arc<str>, req: u64, ask: Ask, _: Option<Duration>) {
+            self.ranges.push((req, ask));
+        }
+        fn notice(&mut self, _: RoomId, f: &F, to: Recipients<'_, u32>) {
+            self.notices.push((text(f), to.collect()));
+        }
+        fn stamp(&mut self, _: RoomId, event: Stamp<'_, F>, seq: u64) -> F {
+            match event {
+                Stamp::Reset(epoch) => f(&format!("reset {epoch} {seq}")),
+                _ => unreachable!("no presence here"),
+            }
         }
     }
 
@@ -244,5 +221,120 @@ mod tests {
         assert_eq!(hub.take_idle(), vec![room]);
         hub.close(room);
         assert_eq!(hub.owned_rooms(), 0);
+    }
+
+    const KEEP: Keep = Keep {
+        size: 100,
+        ttl: Duration::from_secs(60),
+    };
+
+    /// A hub with one member (1) of a room that keeps `keep`, attached at number 10.
+    fn attached_room(keep: Keep) -> (Hub<F, u32>, Rec, RoomId) {
+        let mut hub: Hub<F, u32> = Hub::new(WorkerId(0), 1, 7);
+        hub.set_cluster();
+        let mut sink = Rec::default();
+        let room = RoomId(0);
+        let joining = Joining {
+            path: "/chat",
+            keep,
+            ..Joining::live(true)
+        };
+        hub.join(room, 1, joining, &mut sink);
+        hub.attached(room, Epoch(0xe), 10, &mut sink);
+        (hub, sink, room)
+    }
+
+    fn delivered(sink: &Rec) -> Vec<u64> {
+        sink.delivered.iter().map(|d| d.0).collect()
+    }
+
+    fn read(seqs: std::ops::RangeInclusive<u64>) -> Vec<(u64, Origin<u32>, F)> {
+        seqs.map(|s| (s, origin(9), f(&s.to_string()))).collect()
+    }
+
+    #[test]
+    fn a_gap_is_filled_from_the_stream_before_later_messages() {
+        let (mut hub, mut sink, room) = attached_room(KEEP);
+        let e = Epoch(0xe);
+        assert!(hub.sequenced(room, e, 11, origin(9), f("11"), &mut sink));
+        assert!(hub.sequenced(room, e, 14, origin(9), f("14"), &mut sink));
+        assert_eq!(sink.ranges, vec![(1, Ask::After(11))]);
+        assert!(hub.sequenced(room, e, 15, origin(9), f("15"), &mut sink));
+        assert!(!hub.sequenced(room, e, 11, origin(9), f("11"), &mut sink));
+        assert_eq!(delivered(&sink), vec![11], "later ones wait for the fill");
+        hub.ranged(1, Some((e, read(12..=14))), &mut sink);
+        assert_eq!(delivered(&sink), vec![11, 12, 13, 14, 15]);
+        assert!(sink.notices.is_empty());
+        let gaps = hub.take_gap_counts();
+        assert_eq!((gaps.filled, gaps.missed, gaps.resets), (2, 0, 0));
+    }
+
+    #[test]
+    fn a_gap_the_stream_cannot_fill_resets_the_room() {
+        let (mut hub, mut sink, room) = attached_room(KEEP);
+        let e = Epoch(0xe);
+        assert!(hub.sequenced(room, e, 14, origin(9), f("14"), &mut sink));
+        // Trimmed: 11 is gone, 12 and 13 are no use without it.
+        hub.ranged(1, Some((e, read(12..=13))), &mut sink);
+        assert_eq!(
+            sink.notices,
+            vec![("reset 000000000000000e 13".into(), vec![1])]
+        );
+        assert_eq!(delivered(&sink), vec![14]);
+        let gaps = hub.take_gap_counts();
+        assert_eq!((gaps.filled, gaps.missed, gaps.resets), (0, 3, 1));
+        // Redis unavailable: the same.
+        assert!(hub.sequenced(room, e, 20, origin(9), f("20"), &mut sink));
+        hub.ranged(2, None, &mut sink);
+        assert_eq!(delivered(&sink), vec![14, 20]);
+        assert_eq!(hub.take_gap_counts().missed, 5);
+    }
+
+    #[test]
+    fn without_history_a_gap_resets_at_once_and_a_new_epoch_too() {
+        let (mut hub, mut sink, room) = attached_room(Keep::NONE);
+        assert!(hub.sequenced(room, Epoch(0xe), 12, origin(9), f("12"), &mut sink));
+        assert!(sink.ranges.is_empty());
+        assert_eq!(
+            sink.notices,
+            vec![("reset 000000000000000e 11".into(), vec![1])]
+        );
+        assert!(hub.sequenced(room, Epoch(0xf), 1, origin(9), f("1"), &mut sink));
+        assert_eq!(sink.notices[1].0, "reset 000000000000000f 0");
+        assert_eq!(delivered(&sink), vec![12, 1]);
+        // The link came back: Redis is further along, the gap is reset again.
+        hub.attached(room, Epoch(0xf), 4, &mut sink);
+        assert_eq!(sink.notices[2].0, "reset 000000000000000f 4");
+        assert_eq!(hub.take_gap_counts().resets, 3);
+    }
+
+    #[test]
+    fn a_resume_the_owner_cannot_give_reads_the_stream_and_meets_live_messages() {
+        let (mut hub, mut sink, room) = attached_room(KEEP);
+        let e = Epoch(0xe);
+        assert!(hub.sequenced(room, e, 11, origin(9), f("11"), &mut sink));
+        let joining = Joining {
+            path: "/chat",
+            keep: KEEP,
+            want: Want::Since { seq: 5, epoch: e.0 },
+            ..Joining::live(true)
+        };
+        hub.join(room, 2, joining, &mut sink);
+        assert_eq!(sink.ranges, vec![(1, Ask::After(5))]);
+        // Live messages go on meanwhile; the member is not in yet.
+        assert!(hub.sequenced(room, e, 12, origin(9), f("12"), &mut sink));
+        hub.ranged(1, Some((e, read(6..=11))), &mut sink);
+        assert_eq!(sink.admitted.last(), Some(&(2, e, 12)));
+        assert_eq!(sink.replays.last(), Some(&(true, (6..=12).collect())));
+        // A resume from a number the stream no longer has is not recovered.
+        let joining = Joining {
+            path: "/chat",
+            keep: KEEP,
+            want: Want::Since { seq: 1, epoch: e.0 },
+            ..Joining::live(true)
+        };
+        hub.join(room, 3, joining, &mut sink);
+        hub.ranged(2, Some((e, read(4..=12))), &mut sink);
+        assert_eq!(sink.replays.last(), Some(&(false, vec![])));
     }
 }

@@ -38,7 +38,15 @@ impl Acceptor {
                 if message.bytes.len() > rc.max_message_size {
                     return refuse(reply, 413, "message over the room's max_message_size");
                 }
-                let room = self.admission.room_for(&path);
+                // With a cluster, Redis numbers the message and no room is made here; the calls
+                // of one path go through one worker so that they reach Redis in order.
+                let (room, worker) = match &self.cluster {
+                    None => {
+                        let room = self.admission.room_for(&path);
+                        (room, room.owner(n).0 as usize)
+                    }
+                    Some(_) => (RoomId(0), path_worker(&path, n)),
+                };
                 let job = Job::Publish {
                     room,
                     path: path.into(),
@@ -49,7 +57,7 @@ impl Acceptor {
                     compress_from: rc.compress_from(),
                     message,
                 };
-                self.send_job(room.owner(n).0 as usize, job, direct(reply));
+                self.send_job(worker, job, direct(reply));
             }
             Call::Rooms { prefix, limit } => {
                 let mut by_owner: Vec<Vec<(RoomId, String, usize)>> = vec![Vec::new(); n];
@@ -71,14 +79,19 @@ impl Acceptor {
                 self.gather_states(id, reply, by_owner, Kind::Room);
             }
             Call::History { path, since, limit } => {
-                let Some(room) = self.admission.find(&path) else {
-                    return refuse(reply, 404, "room not open and keeps nothing");
+                let ttl = room_config.expect("a room").history_ttl;
+                // With a cluster the room's stream in Redis answers, open here or not.
+                let room = match self.admission.find(&path) {
+                    Some(room) => room,
+                    None if self.cluster.is_some() => RoomId(0),
+                    None => return refuse(reply, 404, "room not open and keeps nothing"),
                 };
                 let job = Job::History {
                     room,
                     path,
                     since,
                     limit,
+                    ttl,
                 };
                 self.send_job(room.owner(n).0 as usize, job, direct(reply));
             }
@@ -206,4 +219,13 @@ impl Acceptor {
             .map_or(0, |d| d.as_secs() as i64);
         map.insert((path.into(), user.into()), (at, now + length));
     }
+}
+
+/// The worker an API publish of `path` goes through with a cluster: the same for every call
+/// of the path (FNV-1a of its bytes).
+fn path_worker(path: &str, workers: usize) -> usize {
+    let hash = path.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % workers as u64) as usize
 }

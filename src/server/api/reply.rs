@@ -66,6 +66,10 @@ impl Reply {
         if self.status == 401 {
             head.push_str("WWW-Authenticate: Bearer\r\n");
         }
+        if self.status == 503 {
+            // Shutting down, or Redis unavailable: worth another try on the next node or soon.
+            head.push_str("Retry-After: 1\r\n");
+        }
         if close {
             head.push_str("Connection: close\r\n");
         }

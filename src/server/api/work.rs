@@ -28,6 +28,8 @@ pub enum Job {
         path: String,
         since: Option<u64>,
         limit: usize,
+        /// The room's `history_ttl` (a cluster's stream is read with it).
+        ttl: std::time::Duration,
     },
     /// On every worker: its members of the room.
     Presence { room: RoomId },

@@ -6,15 +6,6 @@ use crate::relay::hub::Epoch;
 use crate::server::bus::MemberId;
 use crate::server::wire::Opcode;
 
-/// The epoch and counter keys of a room's channel (same hash tag as the channel).
-pub(super) fn keys(channel: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let mut epoch = channel.to_vec();
-    epoch.extend_from_slice(b":epoch");
-    let mut seq = channel.to_vec();
-    seq.extend_from_slice(b":seq");
-    (epoch, seq)
-}
-
 pub(super) fn parse_epoch(hex: &[u8]) -> Option<Epoch> {
     let s = std::str::from_utf8(hex).ok()?;
     u64::from_str_radix(s, 16).ok().map(Epoch)

@@ -21,16 +21,26 @@ use crossbeam_channel::Receiver;
 use log::{info, warn};
 use mio::{Events, Poll, Token};
 
-use super::envelope::{keys, parse_envelope, parse_epoch, splitmix64};
+use super::envelope::{parse_envelope, splitmix64};
 use super::resp::{self, Value};
+use super::scripts::{self, ATTACH, PUBLISH, RANGE, keys, meta_ttl, ms};
 use super::sock::Sock;
-use super::{ClusterState, FromCluster, ToCluster};
+use super::{ClusterState, FromCluster, Sender, ToCluster};
 use crate::config::ClusterConfig;
 use crate::relay::RoomId;
-use crate::server::bus::{Frame, Mailbox, ToWorker};
+use crate::relay::hub::Ask;
+use crate::server::api::work::Reply;
+use crate::server::api::{Body, Kept, Outcome};
+use crate::server::bus::{Frame, Mailbox, MemberId, ToWorker};
+use crate::server::flow::{ConnFlow, WorkerFlow};
 use crate::server::wire::{self, Opcode};
 
 pub(super) const WAKER: Token = Token(0);
+/// The member id an API message is published as (see `worker::api`): never a connection's.
+const NOBODY: MemberId = MemberId {
+    key: u32::MAX,
+    generation: 0,
+};
 const CMD: Token = Token(1);
 const SUB: Token = Token(2);
 
@@ -48,18 +58,11 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 /// past it they are dropped (the hub would drop most of them anyway as already handed out).
 const MAX_WAITING: usize = 100_000;
 
-/// Makes the epoch once per room incarnation, then returns it with the room's last number.
-const ATTACH: &str = "redis.call('SET', KEYS[1], ARGV[1], 'NX')\n\
-    return {redis.call('GET', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}";
-
-/// One message: the room's epoch (made once per incarnation), its next number, and the
-/// envelope `<epoch> <seq> <origin>\n<payload>` published to the room's channel. Atomic, so
-/// numbers and publications are in the same order.
-const PUBLISH: &str = "local e = redis.call('GET', KEYS[1])\n\
-    if not e then e = ARGV[1]; redis.call('SET', KEYS[1], e) end\n\
-    local s = redis.call('INCR', KEYS[2])\n\
-    redis.call('PUBLISH', KEYS[3], e .. ' ' .. string.format('%d', s) .. ' ' .. ARGV[2] .. '\\n' .. ARGV[3])\n\
-    return s";
+/// Bytes of frames made here (messages from the subscriptions, messages read from streams)
+/// that the workers have not let go of yet. Past it the subscriptions are not read: Redis then
+/// holds what comes, and past its output-buffer limit for pub/sub clients it cuts the link,
+/// which is made again and the gaps filled from the streams.
+const FROM_REDIS_LIMIT: usize = 16 << 20;
 
 /// An answer awaited on `cmd`, in the order the commands went out.
 enum Pending {
@@ -67,11 +70,29 @@ enum Pending {
     /// `SCRIPT LOAD` of [`PUBLISH`]: its SHA1, for `EVALSHA` (a message then carries its bytes
     /// and keys, not the script's text).
     Load,
-    /// The frame is held for its publisher's credit.
-    Publish(#[allow(dead_code)] Arc<Frame>),
+    /// The frame is held for its publisher's credit; an API sender waits for the number.
+    Publish {
+        path: Arc<str>,
+        sender: Sender,
+        #[allow(dead_code)]
+        frame: Arc<Frame>,
+    },
     Attach {
         channel: Vec<u8>,
         room: RoomId,
+    },
+    /// A `Range` for the owner of `room`.
+    Range {
+        room: RoomId,
+        req: u64,
+        newest_first: bool,
+    },
+    /// An API history page.
+    History {
+        path: Arc<str>,
+        since: Option<u64>,
+        newest_first: bool,
+        reply: Reply,
     },
 }
 
@@ -100,6 +121,7 @@ enum RoomState {
 
 struct Room {
     id: RoomId,
+    keep: crate::relay::history::Keep,
     state: RoomState,
     /// Messages that came before the room's epoch and number did.
     waiting: Vec<FromCluster>,
@@ -125,9 +147,16 @@ pub(super) struct Redis {
     failures: u32,
     rooms: HashMap<Vec<u8>, Room>,
     channels: HashMap<RoomId, Vec<u8>>,
+    /// Credit for the frames made here ([`FROM_REDIS_LIMIT`]); its worker side wakes this
+    /// thread when credit comes back.
+    flow: Arc<ConnFlow>,
+    flow_limit: Arc<WorkerFlow>,
+    /// The subscriptions have something unread (left while over the limit).
+    sub_owed: bool,
 }
 
 impl Redis {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         config: &ClusterConfig,
         name: String,
@@ -136,9 +165,12 @@ impl Redis {
         workers: Vec<Mailbox<ToWorker>>,
         state: Arc<ClusterState>,
         seed: u64,
+        waker: Arc<mio::Waker>,
     ) -> Redis {
         let mut rng = seed;
         let node = splitmix64(&mut rng);
+        let flow_limit = WorkerFlow::new(waker);
+        let flow = ConnFlow::new(Arc::clone(&flow_limit));
         Redis {
             name,
             url: config.redis_url.clone(),
@@ -157,6 +189,9 @@ impl Redis {
             failures: 0,
             rooms: HashMap::new(),
             channels: HashMap::new(),
+            flow,
+            flow_limit,
+            sub_owed: false,
         }
     }
 
@@ -168,7 +203,12 @@ impl Redis {
             if let Some(at) = self.retry_at {
                 timeout = timeout.min(at);
             }
-            let again = self.conns.as_ref().map_or([false; 2], |c| c.again);
+            let mut again = self.conns.as_ref().map_or([false; 2], |c| c.again);
+            let sub_open = self.sub_open();
+            again[1] = again[1] && sub_open;
+            if sub_open && self.sub_owed {
+                again[1] = true;
+            }
             let wait = match again {
                 [false, false] => timeout.saturating_duration_since(now),
                 _ => Duration::ZERO,
@@ -192,7 +232,12 @@ impl Redis {
                 failed = self.on_cmd().err();
             }
             if due[1] && failed.is_none() {
-                failed = self.on_sub().err();
+                if self.sub_open() {
+                    self.sub_owed = false;
+                    failed = self.on_sub().err();
+                } else {
+                    self.sub_owed = true;
+                }
             }
             while let Ok(batch) = self.inbox.try_recv() {
                 for msg in batch {
@@ -236,6 +281,25 @@ impl Redis {
         }
     }
 
+    /// Whether the subscriptions may be read: the workers hold less than [`FROM_REDIS_LIMIT`]
+    /// of what was read. When not, the workers' next returned credit wakes this thread.
+    fn sub_open(&self) -> bool {
+        if self.flow.in_flight() < FROM_REDIS_LIMIT {
+            return true;
+        }
+        self.flow_limit.wait();
+        self.flow.in_flight() < FROM_REDIS_LIMIT
+    }
+
+    /// A frame made here, holding its share of [`FROM_REDIS_LIMIT`].
+    fn frame(&self, op: Opcode, payload: &[u8]) -> Arc<Frame> {
+        let bytes = wire::shared(op, payload);
+        let credit = self.flow.take(bytes.len());
+        let mut frame = Frame::new(bytes, None);
+        frame.credit = Some(credit);
+        Arc::new(frame)
+    }
+
     fn owner(&self, room: RoomId) -> usize {
         room.owner(self.workers.len()).0 as usize
     }
@@ -246,17 +310,16 @@ impl Redis {
 
     fn take(&mut self, msg: ToCluster) {
         match msg {
-            ToCluster::Attach { room, path } => {
+            ToCluster::Attach { room, path, keep } => {
                 let channel = self.channel(&path);
                 self.channels.insert(room, channel.clone());
-                self.rooms.insert(
-                    channel.clone(),
-                    Room {
-                        id: room,
-                        state: RoomState::Subscribing,
-                        waiting: Vec::new(),
-                    },
-                );
+                let r = Room {
+                    id: room,
+                    keep,
+                    state: RoomState::Subscribing,
+                    waiting: Vec::new(),
+                };
+                self.rooms.insert(channel.clone(), r);
                 if let Some(c) = &mut self.conns {
                     resp::command(&mut c.sub.wbuf, &[b"SUBSCRIBE", &channel]);
                 }
@@ -274,41 +337,155 @@ impl Redis {
             }
             ToCluster::Publish {
                 path,
-                origin,
+                keep,
+                sender,
                 frame,
+            } => self.publish(path, keep, sender, frame),
+            ToCluster::Range {
+                room,
+                path,
+                req,
+                ask,
+                ttl,
             } => {
-                let Some(c) = self.conns.as_mut().filter(|c| c.ready) else {
-                    self.state.dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
+                let newest_first = matches!(ask, Ask::Last(_));
+                let (mode, n, limit) = match ask {
+                    Ask::After(seq) => ("after", seq, crate::config::HISTORY_SIZE_CEILING),
+                    Ask::Last(n) => ("last", n as u64, n),
                 };
-                let channel = format!("{}:room:{{{path}}}", self.prefix).into_bytes();
-                let (op, payload) = wire::parts(&frame.bytes);
-                let op = if op == Opcode::Binary { 'b' } else { 't' };
-                let header = format!(
-                    "{:016x} {} {} {} {op}",
-                    self.node, origin.0.0, origin.1.key, origin.1.generation
-                );
-                let candidate = format!("{:016x}", splitmix64(&mut self.rng));
-                let keys = keys(&channel);
-                resp::command(
-                    &mut c.cmd.wbuf,
-                    &[
-                        b"EVALSHA",
-                        &c.publish_sha,
-                        b"3",
-                        &keys.0,
-                        &keys.1,
-                        &channel,
-                        candidate.as_bytes(),
-                        header.as_bytes(),
-                        payload,
-                    ],
-                );
-                let now = Instant::now();
-                c.pending.push_back((Pending::Publish(frame), now));
-                c.last_sent = now;
+                let pending = Pending::Range {
+                    room,
+                    req,
+                    newest_first,
+                };
+                let args = [
+                    mode,
+                    &n.to_string(),
+                    &ttl.map_or("0".into(), ms),
+                    &limit.to_string(),
+                ];
+                if self.try_range(&path, args, pending).is_err() {
+                    let owner = self.owner(room);
+                    self.out[owner].push(FromCluster::Ranged { req, answer: None });
+                }
+            }
+            ToCluster::History {
+                path,
+                since,
+                limit,
+                ttl,
+                reply,
+            } => {
+                let (mode, n) = match since {
+                    Some(seq) => ("after", seq),
+                    None => ("last", limit as u64),
+                };
+                let args = [mode, &n.to_string(), &ms(ttl), &limit.to_string()];
+                let pending = Pending::History {
+                    path: Arc::clone(&path),
+                    since,
+                    newest_first: since.is_none(),
+                    reply,
+                };
+                if let Err(Pending::History { reply, .. }) = self.try_range(&path, args, pending) {
+                    reply.done(unavailable());
+                }
             }
         }
+    }
+
+    fn publish(
+        &mut self,
+        path: Arc<str>,
+        keep: crate::relay::history::Keep,
+        sender: Sender,
+        frame: Arc<Frame>,
+    ) {
+        let Some(c) = self.conns.as_mut().filter(|c| c.ready) else {
+            self.refuse(sender);
+            return;
+        };
+        let channel = format!("{}:room:{{{path}}}", self.prefix).into_bytes();
+        let (op, payload) = wire::parts(&frame.bytes);
+        let op = if op == Opcode::Binary { 'b' } else { 't' };
+        let (worker, member) = match &sender {
+            Sender::Member(w, m) => (w.0, *m),
+            Sender::Api(_) => (u32::MAX, NOBODY),
+        };
+        let header = format!(
+            "{:016x} {worker} {} {} {op}",
+            self.node, member.key, member.generation
+        );
+        let candidate = format!("{:016x}", splitmix64(&mut self.rng));
+        let [epoch_key, seq_key, log_key] = keys(&channel);
+        resp::command(
+            &mut c.cmd.wbuf,
+            &[
+                b"EVALSHA",
+                &c.publish_sha,
+                b"4",
+                &epoch_key,
+                &seq_key,
+                &channel,
+                &log_key,
+                candidate.as_bytes(),
+                header.as_bytes(),
+                payload,
+                keep.size.to_string().as_bytes(),
+                ms(keep.ttl).as_bytes(),
+                ms(meta_ttl(keep)).as_bytes(),
+            ],
+        );
+        let now = Instant::now();
+        let pending = Pending::Publish {
+            path,
+            sender,
+            frame,
+        };
+        c.pending.push_back((pending, now));
+        c.last_sent = now;
+    }
+
+    /// A message Redis did not number: dropped and counted; its sender is told.
+    fn refuse(&mut self, sender: Sender) {
+        self.state.dropped.fetch_add(1, Ordering::Relaxed);
+        match sender {
+            Sender::Member(worker, member) => {
+                if let Some(out) = self.out.get_mut(worker.0 as usize) {
+                    out.push(FromCluster::Refused { member });
+                }
+            }
+            Sender::Api(reply) => reply.done(unavailable()),
+        }
+    }
+
+    /// Send the range script for `path`; `pending` back when Redis is not there to answer.
+    fn try_range(&mut self, path: &str, args: [&str; 4], pending: Pending) -> Result<(), Pending> {
+        let channel = self.channel(path);
+        let Some(c) = self.conns.as_mut().filter(|c| c.ready) else {
+            return Err(pending);
+        };
+        let [epoch_key, seq_key, log_key] = keys(&channel);
+        let [a, b, t, l] = args.map(str::as_bytes);
+        resp::command(
+            &mut c.cmd.wbuf,
+            &[
+                b"EVAL",
+                RANGE.as_bytes(),
+                b"3",
+                &epoch_key,
+                &seq_key,
+                &log_key,
+                a,
+                b,
+                t,
+                l,
+            ],
+        );
+        let now = Instant::now();
+        c.pending.push_back((pending, now));
+        c.last_sent = now;
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -356,20 +533,49 @@ impl Redis {
                         return Err(io::Error::new(io::ErrorKind::InvalidData, why));
                     }
                 },
-                Pending::Publish(_) => match v {
-                    Value::Int(_) => {
+                Pending::Publish { path, sender, .. } => match v {
+                    Value::Error(e) => {
+                        let noscript = e.starts_with("NOSCRIPT");
+                        self.refuse(sender);
+                        if noscript {
+                            // The script cache was flushed: make the link again, which loads it.
+                            return Err(io::Error::other("the publish script left Redis's cache"));
+                        }
+                        warn!("cluster: redis refused a message: {e}");
+                    }
+                    v => {
+                        let (epoch, seq) = scripts::epoch_and_seq(&v)?;
                         self.state.published.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Value::Error(e) if e.starts_with("NOSCRIPT") => {
-                        // The script cache was flushed: make the link again, which loads it.
-                        self.state.dropped.fetch_add(1, Ordering::Relaxed);
-                        return Err(io::Error::other("the publish script left Redis's cache"));
-                    }
-                    other => {
-                        self.state.dropped.fetch_add(1, Ordering::Relaxed);
-                        warn!("cluster: redis refused a message: {other:?}");
+                        if let Sender::Api(reply) = sender {
+                            let room = path.to_string();
+                            let epoch = epoch.to_string();
+                            reply.done(Outcome::Published { room, epoch, seq });
+                        }
                     }
                 },
+                Pending::Range {
+                    room,
+                    req,
+                    newest_first,
+                } => {
+                    let (epoch, _, entries) = scripts::range(&v, newest_first, self.node)?;
+                    let read = entries
+                        .into_iter()
+                        .map(|e| (e.seq, e.origin, self.frame(e.op, e.payload)))
+                        .collect();
+                    let answer = epoch.map(|epoch| (epoch, read));
+                    let owner = self.owner(room);
+                    self.out[owner].push(FromCluster::Ranged { req, answer });
+                }
+                Pending::History {
+                    path,
+                    since,
+                    newest_first,
+                    reply,
+                } => {
+                    let (epoch, last, entries) = scripts::range(&v, newest_first, self.node)?;
+                    reply.done(history_page(&path, since, epoch, last, &entries));
+                }
                 Pending::Attach { channel, room } => self.attached(channel, room, v)?,
             }
         }
@@ -377,17 +583,7 @@ impl Redis {
     }
 
     fn attached(&mut self, channel: Vec<u8>, room: RoomId, v: Value) -> io::Result<()> {
-        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
-        let Value::Array(Some(items)) = v else {
-            return Err(bad(&format!("attach answered {v:?}")));
-        };
-        let (epoch, seq) = match &items[..] {
-            [Value::Bulk(Some(e)), Value::Int(s)] => (parse_epoch(e), u64::try_from(*s).ok()),
-            _ => (None, None),
-        };
-        let (Some(epoch), Some(seq)) = (epoch, seq) else {
-            return Err(bad("attach answered something else than epoch and number"));
-        };
+        let (epoch, seq) = scripts::epoch_and_seq(&v)?;
         let owner = self.owner(room);
         let Some(r) = self.rooms.get_mut(&channel).filter(|r| r.id == room) else {
             return Ok(()); // detached meanwhile
@@ -442,17 +638,20 @@ impl Redis {
             return;
         }
         r.state = RoomState::Attaching;
-        let keys = keys(channel);
+        let [epoch_key, seq_key, log_key] = keys(channel);
         let candidate = format!("{:016x}", splitmix64(&mut self.rng));
+        let life = ms(meta_ttl(r.keep));
         resp::command(
             &mut c.cmd.wbuf,
             &[
                 b"EVAL",
                 ATTACH.as_bytes(),
-                b"2",
-                &keys.0,
-                &keys.1,
+                b"3",
+                &epoch_key,
+                &seq_key,
+                &log_key,
                 candidate.as_bytes(),
+                life.as_bytes(),
             ],
         );
         let now = Instant::now();
@@ -472,11 +671,14 @@ impl Redis {
             return;
         };
         let owner_of = |id: RoomId| id.owner(self.workers.len()).0 as usize;
+        if !self.rooms.contains_key(channel) {
+            return;
+        }
+        let (epoch, seq, origin, op, payload) = parsed;
+        let frame = self.frame(op, payload);
         let Some(r) = self.rooms.get_mut(channel) else {
             return;
         };
-        let (epoch, seq, origin, op, payload) = parsed;
-        let frame = Arc::new(Frame::new(wire::shared(op, payload), None));
         let msg = FromCluster::Message {
             room: r.id,
             epoch,
@@ -532,17 +734,37 @@ impl Redis {
         });
     }
 
+    /// The link failed before Redis answered `pending`: whoever waits is told.
+    fn unanswered(&mut self, pending: Pending) {
+        match pending {
+            Pending::Publish { sender, .. } => {
+                // Numbered and published, or not: nobody knows. Members' messages are counted
+                // (a gap, if it was numbered, is filled when the link is back); an API call
+                // is not told it was sent.
+                self.state.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                if let Sender::Api(reply) = sender {
+                    reply.done(Outcome::Refused {
+                        status: 503,
+                        reason: "redis unavailable: the message may or may not have been sent"
+                            .into(),
+                    });
+                }
+            }
+            Pending::Range { room, req, .. } => {
+                let owner = self.owner(room);
+                self.out[owner].push(FromCluster::Ranged { req, answer: None });
+            }
+            Pending::History { reply, .. } => reply.done(unavailable()),
+            Pending::Ping | Pending::Load | Pending::Attach { .. } => {}
+        }
+    }
+
     /// The link failed: members stay, messages are dropped until it is made again.
     fn fail(&mut self, e: io::Error) {
         if let Some(c) = self.conns.take() {
-            let sent = c
-                .pending
-                .iter()
-                .filter(|(p, _)| matches!(p, Pending::Publish(_)))
-                .count();
-            self.state
-                .unconfirmed
-                .fetch_add(sent as u64, Ordering::Relaxed);
+            for (pending, _) in c.pending {
+                self.unanswered(pending);
+            }
         }
         self.state.up.store(false, Ordering::Relaxed);
         if self.failures == 0 {
@@ -560,5 +782,55 @@ impl Redis {
             r.state = RoomState::Subscribing;
             r.waiting.clear();
         }
+    }
+}
+
+/// What the API is told when Redis is not there to answer.
+fn unavailable() -> Outcome {
+    Outcome::Refused {
+        status: 503,
+        reason: "redis unavailable".into(),
+    }
+}
+
+/// The API's history page from what the range script read: 404 when Redis has no such room,
+/// 416 when `since` is older than what the stream keeps.
+fn history_page(
+    path: &str,
+    since: Option<u64>,
+    epoch: Option<crate::relay::hub::Epoch>,
+    last: u64,
+    entries: &[scripts::Entry<'_>],
+) -> Outcome {
+    let Some(epoch) = epoch else {
+        return Outcome::Refused {
+            status: 404,
+            reason: "room not open and keeps nothing".into(),
+        };
+    };
+    if let Some(since) = since
+        && since < last
+        && entries.first().is_none_or(|e| e.seq != since + 1)
+    {
+        return Outcome::Refused {
+            status: 416,
+            reason: "since is older than what the room keeps".into(),
+        };
+    }
+    let messages = entries
+        .iter()
+        .map(|e| Kept {
+            seq: e.seq,
+            message: Body {
+                binary: e.op == Opcode::Binary,
+                bytes: e.payload.to_vec(),
+            },
+        })
+        .collect();
+    Outcome::History {
+        room: path.to_owned(),
+        epoch: epoch.to_string(),
+        seq: last,
+        messages,
     }
 }

@@ -30,6 +30,7 @@
 mod envelope;
 mod link;
 pub mod resp;
+mod scripts;
 mod sock;
 
 use std::sync::Arc;
@@ -37,30 +38,71 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossbeam_channel::Receiver;
 
+use std::time::Duration;
+
+use super::api::work::Reply;
 use super::bus::{Mailbox, MemberId, SharedFrame, ToWorker};
 use crate::config::ClusterConfig;
-use crate::relay::hub::Epoch;
+use crate::relay::history::Keep;
+use crate::relay::hub::{Ask, Epoch};
 use crate::relay::{RoomId, WorkerId};
 
 pub use link::{PROBE_INTERVAL, REPLY_TIMEOUT};
+
+/// Who published a message: a member (its worker and id), or an API call waiting for the
+/// message's number.
+#[derive(Debug)]
+pub enum Sender {
+    Member(WorkerId, MemberId),
+    Api(Reply),
+}
 
 /// What owner workers tell the Redis thread, in batches (one per worker loop pass).
 #[derive(Debug)]
 pub enum ToCluster {
     /// The owner made a record of `room`: subscribe, and answer `Attached`.
-    Attach { room: RoomId, path: Arc<str> },
+    Attach {
+        room: RoomId,
+        path: Arc<str>,
+        keep: Keep,
+    },
     /// The room is over here: unsubscribe.
     Detach { room: RoomId },
-    /// Number and publish a member's message (the frame holds the publisher's credit until
-    /// Redis answers).
+    /// Number, keep (in the room's stream, per `keep`) and publish a message. A member's frame
+    /// holds its credit until Redis answers; a member whose message Redis cannot take is told
+    /// (`Refused`), an API call gets its number or a 503.
     Publish {
         path: Arc<str>,
-        origin: (WorkerId, MemberId),
+        keep: Keep,
+        sender: Sender,
         frame: SharedFrame,
+    },
+    /// Read the room's kept messages (`ask`, none older than `ttl`): answered `Ranged` with `req`.
+    Range {
+        room: RoomId,
+        path: Arc<str>,
+        req: u64,
+        ask: Ask,
+        ttl: Option<Duration>,
+    },
+    /// The API's history of a room (`GET /api/v1/rooms/<path>/history`), answered to `reply`.
+    History {
+        path: Arc<str>,
+        since: Option<u64>,
+        limit: usize,
+        ttl: Duration,
+        reply: Reply,
     },
 }
 
-/// What the Redis thread tells a room's owner worker, in the order it must be carried out.
+/// A message's sender when it was published by this node (for rooms with `echo` off).
+pub type LocalOrigin = Option<(WorkerId, MemberId)>;
+
+/// Messages read from a room's stream, with the room's epoch; `None`: Redis could not answer.
+pub type RangeAnswer = Option<(Epoch, Vec<(u64, LocalOrigin, SharedFrame)>)>;
+
+/// What the Redis thread tells a worker: about the rooms it owns, in the order it must be
+/// carried out, and about its members' messages Redis could not take.
 #[derive(Debug)]
 pub enum FromCluster {
     /// The room's epoch and last number in Redis: its messages after `seq` follow.
@@ -69,15 +111,20 @@ pub enum FromCluster {
         epoch: Epoch,
         seq: u64,
     },
-    /// A message of the room, numbered by Redis. `origin`: its sender, when it was published
-    /// by this node (for rooms with `echo` off).
+    /// A message of the room, numbered by Redis.
     Message {
         room: RoomId,
         epoch: Epoch,
         seq: u64,
-        origin: Option<(WorkerId, MemberId)>,
+        origin: LocalOrigin,
         frame: SharedFrame,
     },
+    /// The answer to `Range` with `req`: the room's epoch in Redis and the messages read,
+    /// oldest first; `None` when Redis could not answer.
+    Ranged { req: u64, answer: RangeAnswer },
+    /// This worker's member published a message Redis did not number (unavailable): it is
+    /// dropped, and a v1 member is told.
+    Refused { member: MemberId },
 }
 
 /// The link's state and counters, shared by the Redis thread, the workers and the acceptor.
@@ -97,6 +144,12 @@ pub struct ClusterState {
     pub duplicates: AtomicU64,
     /// Times the link was made again after a failure.
     pub reconnects: AtomicU64,
+    /// Messages read from a room's stream to fill a gap in its numbers.
+    pub filled: AtomicU64,
+    /// Messages members missed because a gap could not be filled.
+    pub missed: AtomicU64,
+    /// Times a room was reset (v1 members told to reload).
+    pub resets: AtomicU64,
 }
 
 impl ClusterState {
@@ -156,6 +209,24 @@ impl ClusterState {
             "Times the Redis connections were made again after a failure.",
             get(&self.reconnects),
         );
+        metric(
+            "gap_filled_total",
+            "counter",
+            "Messages read from a room's stream to fill a gap in its sequence.",
+            get(&self.filled),
+        );
+        metric(
+            "missed_total",
+            "counter",
+            "Messages members missed because a gap in a room's sequence could not be filled.",
+            get(&self.missed),
+        );
+        metric(
+            "resets_total",
+            "counter",
+            "Times a room was reset: v1 members were told to reload.",
+            get(&self.resets),
+        );
         out
     }
 }
@@ -176,9 +247,10 @@ pub fn spawn(
 ) -> std::io::Result<Link> {
     let poll = mio::Poll::new()?;
     let waker = Arc::new(mio::Waker::new(poll.registry(), link::WAKER)?);
-    let (to_redis, inbox): (_, Receiver<Vec<ToCluster>>) = Mailbox::new(waker);
+    let (to_redis, inbox): (_, Receiver<Vec<ToCluster>>) = Mailbox::new(Arc::clone(&waker));
     let state = Arc::new(ClusterState::default());
-    let thread = link::Redis::new(config, name, poll, inbox, workers, Arc::clone(&state), seed);
+    let shared = Arc::clone(&state);
+    let thread = link::Redis::new(config, name, poll, inbox, workers, shared, seed, waker);
     std::thread::Builder::new()
         .name("wsrelay-redis".into())
         .spawn(move || thread.run())?;

@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::super::api::work::{Job, Part, Reply, Target};
 use super::super::api::{Body, Kept, Member, Outcome, RoomInfo};
 use super::super::bus::{MemberId, SharedFrame};
+use super::super::cluster::{Sender, ToCluster};
 use super::super::wire::{self, Opcode};
 use super::Worker;
 use super::encode::encode;
@@ -42,6 +43,23 @@ impl Worker {
                     &mut self.compressor,
                     &mut self.tally,
                 );
+                if let Some(c) = &self.cluster {
+                    // Numbered in Redis: the answer comes from the Redis thread, with the
+                    // cluster's number, or a 503 when Redis cannot take it.
+                    if !c.state.is_up() {
+                        return reply.done(Outcome::Refused {
+                            status: 503,
+                            reason: "redis unavailable".into(),
+                        });
+                    }
+                    self.to_cluster.push(ToCluster::Publish {
+                        path,
+                        keep,
+                        sender: Sender::Api(reply),
+                        frame: Arc::new(frame),
+                    });
+                    return;
+                }
                 let mut sink = fanout!(self);
                 let (epoch, seq) =
                     self.hub
@@ -68,10 +86,27 @@ impl Worker {
                 reply.part(Part::Rooms(infos));
             }
             Job::History {
+                path,
+                since,
+                limit,
+                ttl,
+                ..
+            } if self.cluster.is_some() => {
+                // The room's stream in Redis holds its history, whichever node it was sent on.
+                self.to_cluster.push(ToCluster::History {
+                    path: Arc::from(path.as_str()),
+                    since,
+                    limit,
+                    ttl,
+                    reply,
+                });
+            }
+            Job::History {
                 room,
                 path,
                 since,
                 limit,
+                ..
             } => {
                 let outcome = match self.hub.history_page(room, since, limit) {
                     None => Outcome::Refused {

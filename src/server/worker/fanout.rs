@@ -3,17 +3,19 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use slab::Slab;
 
 use super::super::bus::{Frame, HubEnvelope, MemberId, Pick, SharedFrame};
-use super::super::cluster::ToCluster;
+use super::super::cluster::{Sender, ToCluster};
 use super::super::conn::{Behind, Conn};
 use super::super::wire::{self, Opcode};
 use super::encode;
 use crate::deflate::Compressor;
 use crate::metrics::Tally;
-use crate::relay::hub::{Origin, Recipients, Sink, Stamp, Welcome};
+use crate::relay::history::Keep;
+use crate::relay::hub::{Ask, Origin, Recipients, Sink, Stamp, Welcome};
 use crate::relay::{RoomId, WorkerId};
 
 pub(super) struct Fanout<'a> {
@@ -56,20 +58,34 @@ impl Sink<SharedFrame, MemberId> for Fanout<'_> {
         &mut self,
         _room: RoomId,
         path: &Arc<str>,
+        keep: Keep,
         origin: Origin<MemberId>,
         frame: SharedFrame,
     ) {
-        let (path, origin) = (Arc::clone(path), (origin.worker, origin.member));
+        let path = Arc::clone(path);
+        let sender = Sender::Member(origin.worker, origin.member);
         self.to_cluster.push(ToCluster::Publish {
             path,
-            origin,
+            keep,
+            sender,
             frame,
         });
     }
 
-    fn attach(&mut self, room: RoomId, path: &Arc<str>) {
+    fn attach(&mut self, room: RoomId, path: &Arc<str>, keep: Keep) {
         let path = Arc::clone(path);
-        self.to_cluster.push(ToCluster::Attach { room, path });
+        self.to_cluster.push(ToCluster::Attach { room, path, keep });
+    }
+
+    fn range(&mut self, room: RoomId, path: &Arc<str>, req: u64, ask: Ask, ttl: Option<Duration>) {
+        let path = Arc::clone(path);
+        self.to_cluster.push(ToCluster::Range {
+            room,
+            path,
+            req,
+            ask,
+            ttl,
+        });
     }
 
     fn deliver(
@@ -119,6 +135,9 @@ impl Sink<SharedFrame, MemberId> for Fanout<'_> {
         let mut json = match event {
             Stamp::Note(note) => note.bytes.to_vec(),
             Stamp::Count(n) => format!("{{\"type\":\"members\",\"count\":{n}").into_bytes(),
+            Stamp::Reset(epoch) => {
+                format!("{{\"type\":\"reset\",\"epoch\":\"{epoch}\"").into_bytes()
+            }
         };
         json.extend_from_slice(format!(",\"seq\":{seq}}}").as_bytes());
         Arc::new(Frame::new(wire::shared(Opcode::Text, &json), None))
