@@ -58,6 +58,41 @@ impl Redis {
         Some(String::from_utf8_lossy(&buf[..n]).into_owned()).filter(|s| s.starts_with("+PONG"))
     }
 
+    /// One command; its reply as text: a status, error or integer line without its type byte,
+    /// or a bulk string's bytes.
+    #[allow(dead_code)]
+    pub fn cmd(&self, args: &[&str]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("redis");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(out.as_bytes()).expect("write to redis");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s.read(&mut chunk).expect("redis answers");
+            assert!(n > 0, "redis closed");
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+                continue;
+            };
+            let line = String::from_utf8_lossy(&buf[1..eol]).into_owned();
+            if buf[0] != b'$' {
+                return line;
+            }
+            let len: i64 = line.parse().expect("bulk length");
+            if len < 0 {
+                return String::new();
+            }
+            let end = eol + 2 + len as usize;
+            if buf.len() >= end + 2 {
+                return String::from_utf8_lossy(&buf[eol + 2..end]).into_owned();
+            }
+        }
+    }
+
     /// Send `signal` to the server (SIGSTOP, SIGCONT).
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on the PID of a child this struct started and has not reaped.

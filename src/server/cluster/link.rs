@@ -67,6 +67,8 @@ const FROM_REDIS_LIMIT: usize = 16 << 20;
 /// An answer awaited on `cmd`, in the order the commands went out.
 enum Pending {
     Ping,
+    /// `CLIENT SETNAME`.
+    Named,
     /// `SCRIPT LOAD` of [`PUBLISH`]: its SHA1, for `EVALSHA` (a message then carries its bytes
     /// and keys, not the script's text).
     Load,
@@ -526,6 +528,11 @@ impl Redis {
                         self.backoff = BACKOFF_MIN;
                     }
                 }
+                Pending::Named => {
+                    if let Value::Error(e) = v {
+                        return Err(io::Error::other(format!("CLIENT SETNAME answered {e}")));
+                    }
+                }
                 Pending::Load => match v {
                     Value::Bulk(Some(sha)) => c.publish_sha = sha,
                     other => {
@@ -602,11 +609,15 @@ impl Redis {
         c.again[1] = c.sub.fill()?;
         let values = c.sub.values()?;
         for v in values {
-            let Value::Array(Some(items)) = v else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("subscription sent {v:?}"),
-                ));
+            let items = match v {
+                Value::Array(Some(items)) => items,
+                Value::Simple(ok) if ok == "OK" => continue, // CLIENT SETNAME
+                v => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("subscription sent {v:?}"),
+                    ));
+                }
             };
             match &items[..] {
                 [
@@ -716,6 +727,16 @@ impl Redis {
             }
         };
         let now = Instant::now();
+        // Named, so that `CLIENT LIST` tells an operator whose connections these are.
+        let name = |role: &str| format!("wsrelay:{}:{role}", self.name.replace(' ', "_"));
+        resp::command(
+            &mut cmd.wbuf,
+            &[b"CLIENT", b"SETNAME", name("cmd").as_bytes()],
+        );
+        resp::command(
+            &mut sub.wbuf,
+            &[b"CLIENT", b"SETNAME", name("sub").as_bytes()],
+        );
         resp::command(&mut cmd.wbuf, &[b"SCRIPT", b"LOAD", PUBLISH.as_bytes()]);
         resp::command(&mut cmd.wbuf, &[b"PING"]);
         for (channel, r) in &mut self.rooms {
@@ -726,7 +747,11 @@ impl Redis {
         self.conns = Some(Conns {
             cmd,
             sub,
-            pending: VecDeque::from([(Pending::Load, now), (Pending::Ping, now)]),
+            pending: VecDeque::from([
+                (Pending::Named, now),
+                (Pending::Load, now),
+                (Pending::Ping, now),
+            ]),
             ready: false,
             publish_sha: Vec::new(),
             last_sent: now,
@@ -755,7 +780,7 @@ impl Redis {
                 self.out[owner].push(FromCluster::Ranged { req, answer: None });
             }
             Pending::History { reply, .. } => reply.done(unavailable()),
-            Pending::Ping | Pending::Load | Pending::Attach { .. } => {}
+            Pending::Ping | Pending::Named | Pending::Load | Pending::Attach { .. } => {}
         }
     }
 
