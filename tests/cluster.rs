@@ -9,11 +9,13 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::api::Client;
 use common::redis::Redis;
 use common::v1::{self, Numbered};
 use common::{Daemon, Ws, recv_text, send_text, status};
 
 const PER_PUBLISHER: usize = 2_000;
+const TEXT: &str = "Content-Type: text/plain; charset=utf-8\r\n";
 const ROUND: usize = 50;
 
 fn config(redis: &Redis, name: &str) -> String {
@@ -55,8 +57,8 @@ fn wait_health(d: &Daemon, want: u16) -> String {
 }
 
 fn nodes(redis: &Redis) -> (Daemon, Daemon) {
-    let a = Daemon::start(&config(redis, "a"));
-    let b = Daemon::start(&config(redis, "b"));
+    let a = Daemon::start_api(&config(redis, "a"), "");
+    let b = Daemon::start_api(&config(redis, "b"), "");
     wait_health(&a, 200);
     wait_health(&b, 200);
     (a, b)
@@ -79,9 +81,25 @@ fn two_nodes_one_order() {
     let start = v1s[0].1.seq;
     assert_eq!(v1s[1].1.seq, start);
 
-    let total = 2 * PER_PUBLISHER;
-    let rounds = Arc::new(Barrier::new(2));
+    // Two members publish (one on each node) and one API client (on b), concurrently.
+    let total = 3 * PER_PUBLISHER;
+    let rounds = Arc::new(Barrier::new(3));
     let mut threads = Vec::new();
+    let api_rounds = rounds.clone();
+    let mut api = Client::new(&b);
+    let api_thread = thread::spawn(move || {
+        let mut seqs = Vec::new();
+        for k in 0..PER_PUBLISHER {
+            if k % ROUND == 0 {
+                api_rounds.wait();
+            }
+            let body = format!("api:{k}");
+            let r = api.send("POST", "/api/v1/publish/chat", TEXT, body.as_bytes());
+            assert_eq!(r.status, 200, "{}", r.text());
+            seqs.push(r.json()["seq"].as_u64().expect("seq"));
+        }
+        seqs
+    });
     for (i, mut ws) in raw.into_iter().enumerate() {
         let rounds = rounds.clone();
         // Members 0 and 2 publish: one on node a, one on node b.
@@ -107,15 +125,16 @@ fn two_nodes_one_order() {
         }));
     }
     let seen: Vec<Vec<String>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let api_seqs = api_thread.join().unwrap();
     let numbered: Vec<Vec<Numbered>> = v1_threads.into_iter().map(|t| t.join().unwrap()).collect();
 
     let first = &seen[0];
     let unique: HashSet<&String> = first.iter().collect();
     assert_eq!(unique.len(), total, "a message was delivered twice");
-    for p in [0, 2] {
+    for p in ["p0", "p2", "api"] {
         let own: Vec<usize> = first
             .iter()
-            .filter_map(|m| m.strip_prefix(&format!("p{p}:")))
+            .filter_map(|m| m.strip_prefix(&format!("{p}:")))
             .map(|k| k.parse().unwrap())
             .collect();
         assert_eq!(
@@ -145,6 +164,15 @@ fn two_nodes_one_order() {
                 "v1 member {member}: another order at {k}"
             );
         }
+    }
+    // The API's answers carry the numbers the members saw.
+    for (k, seq) in api_seqs.iter().enumerate() {
+        let at = (seq - start - 1) as usize;
+        assert_eq!(
+            first[at],
+            format!("api:{k}"),
+            "API message {k} numbered {seq}"
+        );
     }
     assert_eq!(
         a.metric("wsrelay_cluster_published_total"),

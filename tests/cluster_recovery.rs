@@ -347,3 +347,58 @@ fn a_node_cut_by_the_output_buffer_limit_recovers() {
     assert_eq!(after, (from + 1..=last_seq).collect::<Vec<_>>());
     assert!(a.metric("wsrelay_cluster_reconnects_total").unwrap() >= 1.0);
 }
+
+#[test]
+fn every_subscription_cut_during_traffic_nobody_misses_a_message() {
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let b = node(&redis, "b");
+    let (mut on_a, welcome) = v1::join(&a, "/kept");
+    let (mut on_b, _) = v1::join(&b, "/kept");
+    let mut api = Client::new(&b);
+    let mut answered = Vec::new();
+    let mut k = 0;
+    // Published through b's API until b is back after the cut: 503s while it is away.
+    let mut cut = false;
+    loop {
+        let r = api.send(
+            "POST",
+            "/api/v1/publish/kept",
+            TEXT,
+            format!("m{k}").as_bytes(),
+        );
+        match r.status {
+            200 => answered.push((r.json()["seq"].as_u64().unwrap(), format!("m{k}"))),
+            503 => assert!(cut, "503 before the cut: {}", r.text()),
+            s => panic!("{s}: {}", r.text()),
+        }
+        k += 1;
+        if k == 100 {
+            let killed: u32 = redis
+                .cmd(&["CLIENT", "KILL", "TYPE", "pubsub"])
+                .parse()
+                .unwrap();
+            assert_eq!(killed, 2, "both nodes' subscriptions cut");
+            cut = true;
+        }
+        if cut && answered.len() >= 200 && b.metric("wsrelay_cluster_reconnects_total") >= Some(1.0)
+        {
+            break;
+        }
+        assert!(k < 100_000, "b never came back");
+    }
+    let last = &answered.last().unwrap().1;
+    let (got_a, resets_a) = read_until(&mut on_a, last);
+    let (got_b, resets_b) = read_until(&mut on_b, last);
+    assert!(
+        resets_a.is_empty() && resets_b.is_empty(),
+        "{resets_a:?} {resets_b:?}"
+    );
+    assert_eq!(got_a, got_b, "one order on both nodes");
+    let seqs: Vec<u64> = got_a.iter().map(|m| m.0).collect();
+    let end = answered.last().unwrap().0;
+    assert_eq!(seqs, (welcome.seq + 1..=end).collect::<Vec<_>>(), "dense");
+    for m in &answered {
+        assert!(got_a.contains(m), "{m:?} answered but not delivered");
+    }
+}
