@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::api::Client;
 use common::redis::Redis;
 use common::v1::{self, Numbered};
-use common::{Daemon, Ws, recv_text, send_text, status};
+use common::{Daemon, Ws, frames, recv_text, send_text, status};
 
 const PER_PUBLISHER: usize = 2_000;
 const TEXT: &str = "Content-Type: text/plain; charset=utf-8\r\n";
@@ -35,6 +35,11 @@ path = "/chat"
 [[room]]
 path = "/quiet"
 echo = false
+
+[[room]]
+path = "/z"
+compression = true
+history_size = 10
 "#,
         redis.url()
     )
@@ -248,4 +253,29 @@ fn redis_killed_and_restarted() {
     send_text(&mut on_a, "after restart");
     assert_eq!(recv_text(&mut on_b), "after restart");
     assert_eq!(recv_text(&mut on_a), "after restart");
+}
+
+#[test]
+fn compressed_rooms_stay_compressed_across_nodes() {
+    let redis = Redis::start();
+    let (a, b) = nodes(&redis);
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+    let mut deflating = b.raw_upgrade("/z", offer);
+    let mut plain = b.connect("/z", &[]);
+    let (mut v1ws, _) = v1::join(&b, "/z");
+    let mut sender = a.connect("/z", &[]);
+    let text = "{\"item\":\"a JSON line that repeats\"},".repeat(40);
+    send_text(&mut sender, &text);
+    let (op, compressed, bytes) = frames::next_message(&mut deflating);
+    assert_eq!(
+        (op, compressed),
+        (frames::OP_TEXT, true),
+        "compressed on the other node"
+    );
+    assert_eq!(bytes, text.as_bytes());
+    assert_eq!(recv_text(&mut plain), text);
+    assert_eq!(v1::next(&mut v1ws).text(), text);
+    // A replay gives it as well.
+    let (mut resumed, _) = v1::join(&b, "/z?last=1");
+    assert_eq!(v1::next(&mut resumed).text(), text);
 }

@@ -10,10 +10,11 @@ use std::io::Write;
 use std::net::TcpStream;
 
 use common::frames::{
-    FIN, OP_BINARY, OP_CONT, OP_PING, OP_TEXT, RSV1, client_frame, expect_close_raw, read_frame,
+    FIN, OP_BINARY, OP_CONT, OP_PING, OP_TEXT, RSV1, client_frame, expect_close_raw, inflate,
+    next_message, read_frame,
 };
 use common::{Daemon, header, read_head, recv, status, upgrade_request};
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use flate2::{Compress, Compression, FlushCompress};
 use tungstenite::Message;
 
 const CONFIG: &str = r#"
@@ -57,41 +58,6 @@ fn deflate(message: &[u8]) -> Vec<u8> {
     }
     out.truncate(out.len() - 4);
     out
-}
-
-/// A compressed payload back to the message (tail put back, RFC 7692 §7.2.2).
-fn inflate(payload: &[u8]) -> Vec<u8> {
-    let mut z = Decompress::new(false);
-    let input = [payload, &[0, 0, 0xff, 0xff]].concat();
-    let mut out = Vec::with_capacity(1 << 16);
-    while (z.total_in() as usize) < input.len() {
-        out.reserve(1 << 16);
-        let at = z.total_in() as usize;
-        z.decompress_vec(&input[at..], &mut out, FlushDecompress::Sync)
-            .unwrap();
-    }
-    out
-}
-
-/// The next data message on a raw socket, inflated if it came compressed: (opcode, compressed,
-/// bytes). Skips pings.
-fn next_message(s: &mut TcpStream) -> (u8, bool, Vec<u8>) {
-    loop {
-        let f = read_frame(s).unwrap().expect("a frame, not EOF");
-        match f.opcode() {
-            OP_PING => continue,
-            op => {
-                assert!(f.first & FIN != 0, "the server sends whole messages");
-                let compressed = f.first & RSV1 != 0;
-                let bytes = if compressed {
-                    inflate(&f.payload)
-                } else {
-                    f.payload
-                };
-                return (op, compressed, bytes);
-            }
-        }
-    }
 }
 
 /// JSON of about `n` bytes that compresses several times over.

@@ -36,7 +36,7 @@ use crate::relay::WorkerId;
 use crate::relay::admission::Ticket;
 use crate::relay::hub::{Envelope, Hub, Joining};
 
-mod encode;
+pub(super) mod encode;
 mod fanout;
 mod upkeep;
 

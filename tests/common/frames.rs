@@ -135,3 +135,40 @@ fn close_of(payload: &[u8]) -> Ending {
     let code = u16::from_be_bytes([payload[0], payload[1]]);
     Ending::Close(code, String::from_utf8_lossy(&payload[2..]).into_owned())
 }
+
+/// A compressed payload back to the message (tail put back, RFC 7692 §7.2.2).
+#[allow(dead_code)]
+pub fn inflate(payload: &[u8]) -> Vec<u8> {
+    let mut z = flate2::Decompress::new(false);
+    let input = [payload, &[0, 0, 0xff, 0xff]].concat();
+    let mut out = Vec::with_capacity(1 << 16);
+    while (z.total_in() as usize) < input.len() {
+        out.reserve(1 << 16);
+        let at = z.total_in() as usize;
+        z.decompress_vec(&input[at..], &mut out, flate2::FlushDecompress::Sync)
+            .unwrap();
+    }
+    out
+}
+
+/// The next data message on a raw socket, inflated if it came compressed: (opcode, compressed,
+/// bytes). Skips pings.
+#[allow(dead_code)]
+pub fn next_message(s: &mut TcpStream) -> (u8, bool, Vec<u8>) {
+    loop {
+        let f = read_frame(s).unwrap().expect("a frame, not EOF");
+        match f.opcode() {
+            OP_PING => continue,
+            op => {
+                assert!(f.first & FIN != 0, "the server sends whole messages");
+                let compressed = f.first & RSV1 != 0;
+                let bytes = if compressed {
+                    inflate(&f.payload)
+                } else {
+                    f.payload
+                };
+                return (op, compressed, bytes);
+            }
+        }
+    }
+}

@@ -11,13 +11,22 @@ pub(super) fn parse_epoch(hex: &[u8]) -> Option<Epoch> {
     u64::from_str_radix(s, 16).ok().map(Epoch)
 }
 
+/// A message as the `PUBLISH` script's envelope carries it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Parsed<'a> {
+    pub epoch: Epoch,
+    pub seq: u64,
+    /// Its sender, kept only when it was published by this node.
+    pub origin: Option<(WorkerId, MemberId)>,
+    pub op: Opcode,
+    /// Its room compresses it (the publisher did): every node compresses it once too.
+    pub deflate: bool,
+    pub payload: &'a [u8],
+}
+
 /// What the `PUBLISH` script's envelope holds: `<epoch> <seq> <node> <worker> <key> <generation>
-/// <t|b>\n<payload>`. The origin is kept only when `node` is this one.
-#[allow(clippy::type_complexity)]
-pub(super) fn parse_envelope(
-    data: &[u8],
-    me: u64,
-) -> Option<(Epoch, u64, Option<(WorkerId, MemberId)>, Opcode, &[u8])> {
+/// <t|b>[z]\n<payload>` (`z`: the room compresses the message).
+pub(super) fn parse_envelope(data: &[u8], me: u64) -> Option<Parsed<'_>> {
     let nl = data.iter().position(|&b| b == b'\n')?;
     let head = std::str::from_utf8(&data[..nl]).ok()?;
     let mut f = head.split(' ');
@@ -27,13 +36,22 @@ pub(super) fn parse_envelope(
     let worker = f.next()?.parse().ok()?;
     let key = f.next()?.parse().ok()?;
     let generation = f.next()?.parse().ok()?;
-    let op = match f.next()? {
-        "b" => Opcode::Binary,
-        "t" => Opcode::Text,
+    let (op, deflate) = match f.next()? {
+        "b" => (Opcode::Binary, false),
+        "t" => (Opcode::Text, false),
+        "bz" => (Opcode::Binary, true),
+        "tz" => (Opcode::Text, true),
         _ => return None,
     };
     let origin = (node == me).then_some((WorkerId(worker), MemberId { key, generation }));
-    Some((epoch, seq, origin, op, &data[nl + 1..]))
+    Some(Parsed {
+        epoch,
+        seq,
+        origin,
+        op,
+        deflate,
+        payload: &data[nl + 1..],
+    })
 }
 
 /// splitmix64: a well-mixed 64-bit value per call from a counter.
@@ -52,15 +70,20 @@ mod tests {
     #[test]
     fn envelopes_round_trip() {
         let data = b"00000000000000ff 42 000000000000000a 3 7 9 b\n\x00\x01\n";
-        let (epoch, seq, origin, op, payload) = parse_envelope(data, 10).expect("parses");
-        assert_eq!((epoch, seq, op), (Epoch(255), 42, Opcode::Binary));
+        let p = parse_envelope(data, 10).expect("parses");
+        assert_eq!(
+            (p.epoch, p.seq, p.op, p.deflate),
+            (Epoch(255), 42, Opcode::Binary, false)
+        );
         let member = MemberId {
             key: 7,
             generation: 9,
         };
-        assert_eq!(origin, Some((WorkerId(3), member)));
-        assert_eq!(payload, b"\x00\x01\n");
-        assert_eq!(parse_envelope(data, 11).expect("parses").2, None);
+        assert_eq!(p.origin, Some((WorkerId(3), member)));
+        assert_eq!(p.payload, b"\x00\x01\n");
+        assert_eq!(parse_envelope(data, 11).expect("parses").origin, None);
+        let z = parse_envelope(b"00000000000000ff 1 0 0 0 0 tz\nabc", 0).expect("parses");
+        assert!(z.deflate && z.op == Opcode::Text);
         assert!(parse_envelope(b"zz 1 0 0 0 0 t\nx", 0).is_none());
         assert!(parse_envelope(b"no newline", 0).is_none());
     }

@@ -21,12 +21,14 @@ use crossbeam_channel::Receiver;
 use log::{info, warn};
 use mio::{Events, Poll, Token};
 
-use super::envelope::{parse_envelope, splitmix64};
+use super::envelope::{Parsed, parse_envelope, splitmix64};
 use super::resp::{self, Value};
 use super::scripts::{self, ATTACH, PUBLISH, RANGE, keys, meta_ttl, ms};
 use super::sock::Sock;
 use super::{ClusterState, FromCluster, Sender, ToCluster};
 use crate::config::ClusterConfig;
+use crate::deflate::Compressor;
+use crate::metrics::Tally;
 use crate::relay::RoomId;
 use crate::relay::hub::Ask;
 use crate::server::api::work::Reply;
@@ -34,6 +36,7 @@ use crate::server::api::{Body, Kept, Outcome};
 use crate::server::bus::{Frame, Mailbox, MemberId, ToWorker};
 use crate::server::flow::{ConnFlow, WorkerFlow};
 use crate::server::wire::{self, Opcode};
+use crate::server::worker::encode::encode;
 
 pub(super) const WAKER: Token = Token(0);
 /// The member id an API message is published as (see `worker::api`): never a connection's.
@@ -155,6 +158,9 @@ pub(super) struct Redis {
     flow_limit: Arc<WorkerFlow>,
     /// The subscriptions have something unread (left while over the limit).
     sub_owed: bool,
+    /// For the messages of rooms that compress; deflate counts are not reported from here.
+    compressor: Compressor,
+    tally: Tally,
 }
 
 impl Redis {
@@ -194,6 +200,8 @@ impl Redis {
             flow,
             flow_limit,
             sub_owed: false,
+            compressor: Compressor::new(),
+            tally: Tally::default(),
         }
     }
 
@@ -293,12 +301,12 @@ impl Redis {
         self.flow.in_flight() < FROM_REDIS_LIMIT
     }
 
-    /// A frame made here, holding its share of [`FROM_REDIS_LIMIT`].
-    fn frame(&self, op: Opcode, payload: &[u8]) -> Arc<Frame> {
-        let bytes = wire::shared(op, payload);
-        let credit = self.flow.take(bytes.len());
-        let mut frame = Frame::new(bytes, None);
-        frame.credit = Some(credit);
+    /// A message's frames, made here once for this node (compressed too when its room
+    /// compresses), holding their share of [`FROM_REDIS_LIMIT`].
+    fn frame(&mut self, m: &Parsed<'_>) -> Arc<Frame> {
+        let from = m.deflate.then_some(0);
+        let mut frame = encode(m.op, m.payload, from, &mut self.compressor, &mut self.tally);
+        frame.credit = Some(self.flow.take(frame.len()));
         Arc::new(frame)
     }
 
@@ -409,7 +417,12 @@ impl Redis {
         };
         let channel = format!("{}:room:{{{path}}}", self.prefix).into_bytes();
         let (op, payload) = wire::parts(&frame.bytes);
-        let op = if op == Opcode::Binary { 'b' } else { 't' };
+        let op = match (op, frame.deflated.is_some()) {
+            (Opcode::Binary, false) => "b",
+            (Opcode::Binary, true) => "bz",
+            (_, false) => "t",
+            (_, true) => "tz",
+        };
         let (worker, member) = match &sender {
             Sender::Member(w, m) => (w.0, *m),
             Sender::Api(_) => (u32::MAX, NOBODY),
@@ -568,7 +581,7 @@ impl Redis {
                     let (epoch, _, entries) = scripts::range(&v, newest_first, self.node)?;
                     let read = entries
                         .into_iter()
-                        .map(|e| (e.seq, e.origin, self.frame(e.op, e.payload)))
+                        .map(|e| (e.seq, e.origin, self.frame(&e)))
                         .collect();
                     let answer = epoch.map(|epoch| (epoch, read));
                     let owner = self.owner(room);
@@ -681,12 +694,14 @@ impl Redis {
             );
             return;
         };
-        let owner_of = |id: RoomId| id.owner(self.workers.len()).0 as usize;
         if !self.rooms.contains_key(channel) {
             return;
         }
-        let (epoch, seq, origin, op, payload) = parsed;
-        let frame = self.frame(op, payload);
+        let frame = self.frame(&parsed);
+        let workers = self.workers.len();
+        let Parsed {
+            epoch, seq, origin, ..
+        } = parsed;
         let Some(r) = self.rooms.get_mut(channel) else {
             return;
         };
@@ -698,7 +713,7 @@ impl Redis {
             frame,
         };
         if r.state == RoomState::Attached {
-            self.out[owner_of(r.id)].push(msg);
+            self.out[r.id.owner(workers).0 as usize].push(msg);
         } else if r.waiting.len() < MAX_WAITING {
             r.waiting.push(msg);
         }

@@ -9,13 +9,10 @@
 
 use std::time::Duration;
 
-use super::envelope::{parse_envelope, parse_epoch};
+use super::envelope::{Parsed, parse_envelope, parse_epoch};
 use super::resp::Value;
-use crate::relay::WorkerId;
 use crate::relay::history::Keep;
 use crate::relay::hub::Epoch;
-use crate::server::bus::MemberId;
-use crate::server::wire::Opcode;
 
 /// Epoch and number live at least this long after the last message or attach: a room quiet for
 /// longer starts a new epoch (its v1 members are reset), and Redis does not keep every path
@@ -116,12 +113,7 @@ pub(super) fn epoch_and_seq(v: &Value) -> std::io::Result<(Epoch, u64)> {
 }
 
 /// One message read back from a room's stream.
-pub(super) struct Entry<'a> {
-    pub seq: u64,
-    pub origin: Option<(WorkerId, MemberId)>,
-    pub op: Opcode,
-    pub payload: &'a [u8],
-}
+pub(super) type Entry<'a> = Parsed<'a>;
 
 /// What [`RANGE`] answers: the room's epoch (`None`: Redis has no such room), its last number,
 /// and the messages read, oldest first. `me` tells this node's messages (for their origin).
@@ -147,13 +139,7 @@ pub(super) fn range(
         let Value::Bulk(Some(data)) = env else {
             return Err(shape());
         };
-        let (_, seq, origin, op, payload) = parse_envelope(data, me).ok_or_else(shape)?;
-        entries.push(Entry {
-            seq,
-            origin,
-            op,
-            payload,
-        });
+        entries.push(parse_envelope(data, me).ok_or_else(shape)?);
     }
     if newest_first {
         entries.reverse();

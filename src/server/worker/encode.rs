@@ -14,7 +14,7 @@ use crate::metrics::Tally;
 /// The frames of a message of `op` with `payload`, without credit yet. `compress_from`: the
 /// room's `compression_min_size` if the room compresses. The payload is deflated once, and the
 /// compressed frame kept only if it is smaller.
-pub(super) fn encode(
+pub(in crate::server) fn encode(
     op: Opcode,
     payload: &[u8],
     compress_from: Option<u32>,
