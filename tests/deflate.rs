@@ -10,8 +10,7 @@ use std::io::Write;
 use std::net::TcpStream;
 
 use common::frames::{
-    FIN, OP_BINARY, OP_CONT, OP_PING, OP_TEXT, RSV1, client_frame, expect_close_raw, inflate,
-    next_message, read_frame,
+    FIN, OP_BINARY, OP_CONT, OP_PING, OP_TEXT, RSV1, client_frame, expect_close_raw, next_message,
 };
 use common::{Daemon, header, read_head, recv, status, upgrade_request};
 use flate2::{Compress, Compression, FlushCompress};
