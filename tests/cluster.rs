@@ -37,6 +37,10 @@ path = "/quiet"
 echo = false
 
 [[room]]
+path = "/lobby"
+presence = true
+
+[[room]]
 path = "/z"
 compression = true
 history_size = 10
@@ -278,4 +282,35 @@ fn compressed_rooms_stay_compressed_across_nodes() {
     // A replay gives it as well.
     let (mut resumed, _) = v1::join(&b, "/z?last=1");
     assert_eq!(v1::next(&mut resumed).text(), text);
+}
+
+/// The next v1 frame as JSON.
+fn next_json(ws: &mut Ws) -> serde_json::Value {
+    match common::recv(ws) {
+        tungstenite::Message::Text(t) => serde_json::from_str(t.as_str()).expect("json"),
+        m => panic!("expected a v1 text frame, got {m:?}"),
+    }
+}
+
+#[test]
+fn presence_events_cross_nodes() {
+    let redis = Redis::start();
+    let (a, b) = nodes(&redis);
+    let (mut on_a, _) = v1::join(&a, "/lobby");
+    let (mut on_b, wb) = v1::join(&b, "/lobby");
+    let join = next_json(&mut on_a);
+    assert_eq!(
+        (join["type"].as_str(), join["member"].as_str()),
+        (Some("join"), Some(wb.member.as_str()))
+    );
+    // Messages and events keep one order on each node.
+    send_text(&mut on_b, "hello");
+    assert_eq!(next_json(&mut on_a)["data"], "hello");
+    assert_eq!(next_json(&mut on_b)["data"], "hello");
+    common::close(on_b);
+    let leave = next_json(&mut on_a);
+    assert_eq!(
+        (leave["type"].as_str(), leave["member"].as_str()),
+        (Some("leave"), Some(wb.member.as_str()))
+    );
 }

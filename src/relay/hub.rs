@@ -165,6 +165,11 @@ pub trait Sink<F, M> {
         let _ = (room, path, keep, origin, frame);
         panic!("this sink has no cluster");
     }
+    /// Cluster mode, on the owner: a presence event numbered here, for the room's members on the
+    /// other nodes (they get it through [`Hub::noticed`]).
+    fn share(&mut self, room: RoomId, path: &Arc<str>, frame: &F) {
+        let _ = (room, path, frame);
+    }
     /// Cluster mode, on the owner: read the room's messages kept in the cluster (`ask`; those
     /// older than `ttl` left out). The answer is [`Hub::ranged`] with the same `req`, exactly
     /// once, also when the cluster cannot answer.
@@ -943,8 +948,19 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
         self.owned.get(&room).map(|o| (o.epoch, o.next_seq - 1))
     }
 
-    /// On the owner: give a presence event to every worker with members, in the room's order.
+    /// On the owner: give a presence event to every worker with members, in the room's order
+    /// (and, in cluster mode, to the other nodes).
     fn announce(&mut self, room: RoomId, frame: F, sink: &mut impl Sink<F, M>) {
+        if self.cluster
+            && let Some(owned) = self.owned.get(&room)
+        {
+            sink.share(room, &owned.path, &frame);
+        }
+        self.announce_here(room, frame, sink);
+    }
+
+    /// On the owner: give a presence event to every worker with members of this node.
+    pub(super) fn announce_here(&mut self, room: RoomId, frame: F, sink: &mut impl Sink<F, M>) {
         let local =
             self.to_other_workers(room, sink, |frame| Envelope::Notice { room, frame }, &frame);
         if local {

@@ -61,6 +61,10 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 /// past it they are dropped (the hub would drop most of them anyway as already handed out).
 const MAX_WAITING: usize = 100_000;
 
+/// What a presence event published on a room's channel starts with (a message starts with its
+/// epoch: hex digits).
+const PRESENCE: &str = "p";
+
 /// Bytes of frames made here (messages from the subscriptions, messages read from streams)
 /// that the workers have not let go of yet. Past it the subscriptions are not read: Redis then
 /// holds what comes, and past its output-buffer limit for pub/sub clients it cuts the link,
@@ -70,6 +74,8 @@ const FROM_REDIS_LIMIT: usize = 16 << 20;
 /// An answer awaited on `cmd`, in the order the commands went out.
 enum Pending {
     Ping,
+    /// A presence event's `PUBLISH`.
+    Shared,
     /// `CLIENT SETNAME`.
     Named,
     /// `SCRIPT LOAD` of [`PUBLISH`]: its SHA1, for `EVALSHA` (a message then carries its bytes
@@ -379,6 +385,16 @@ impl Redis {
                     self.out[owner].push(FromCluster::Ranged { req, answer: None });
                 }
             }
+            ToCluster::Share { path, frame } => {
+                let Some(c) = self.conns.as_mut().filter(|c| c.ready) else {
+                    return; // presence events are not kept: one lost with the link is gone
+                };
+                let channel = format!("{}:room:{{{path}}}", self.prefix).into_bytes();
+                let mut data = format!("{PRESENCE} {:016x}\n", self.node).into_bytes();
+                data.extend_from_slice(wire::parts(&frame.bytes).1);
+                resp::command(&mut c.cmd.wbuf, &[b"PUBLISH", &channel, &data]);
+                c.pending.push_back((Pending::Shared, Instant::now()));
+            }
             ToCluster::History {
                 path,
                 since,
@@ -541,6 +557,7 @@ impl Redis {
                         self.backoff = BACKOFF_MIN;
                     }
                 }
+                Pending::Shared => {}
                 Pending::Named => {
                     if let Value::Error(e) = v {
                         return Err(io::Error::other(format!("CLIENT SETNAME answered {e}")));
@@ -686,6 +703,9 @@ impl Redis {
     }
 
     fn message(&mut self, channel: &[u8], data: &[u8]) {
+        if let Some(event) = data.strip_prefix(PRESENCE.as_bytes()) {
+            return self.presence(channel, event);
+        }
         self.state.received.fetch_add(1, Ordering::Relaxed);
         let Some(parsed) = parse_envelope(data, self.node) else {
             warn!(
@@ -717,6 +737,33 @@ impl Redis {
         } else if r.waiting.len() < MAX_WAITING {
             r.waiting.push(msg);
         }
+    }
+
+    /// Another node's presence event (` <node>\n<json>`) for an attached room: to its owner.
+    fn presence(&mut self, channel: &[u8], event: &[u8]) {
+        let Some(nl) = event.iter().position(|&b| b == b'\n') else {
+            return;
+        };
+        let node = std::str::from_utf8(&event[..nl])
+            .ok()
+            .and_then(|n| u64::from_str_radix(n.trim(), 16).ok());
+        if node.is_none_or(|n| n == self.node) {
+            return;
+        }
+        let Some(r) = self
+            .rooms
+            .get(channel)
+            .filter(|r| r.state == RoomState::Attached)
+        else {
+            return;
+        };
+        let frame = Arc::new(Frame::new(
+            wire::shared(Opcode::Text, &event[nl + 1..]),
+            None,
+        ));
+        let room = r.id;
+        let owner = self.owner(room);
+        self.out[owner].push(FromCluster::Notice { room, frame });
     }
 
     fn connect(&mut self) {
@@ -795,7 +842,11 @@ impl Redis {
                 self.out[owner].push(FromCluster::Ranged { req, answer: None });
             }
             Pending::History { reply, .. } => reply.done(unavailable()),
-            Pending::Ping | Pending::Named | Pending::Load | Pending::Attach { .. } => {}
+            Pending::Ping
+            | Pending::Shared
+            | Pending::Named
+            | Pending::Load
+            | Pending::Attach { .. } => {}
         }
     }
 

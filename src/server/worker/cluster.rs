@@ -63,6 +63,9 @@ impl Worker {
                     self.hub.ranged(req, answer, &mut fanout!(self));
                 }
                 FromCluster::Refused { member } => self.refused(member),
+                FromCluster::Notice { room, frame } => {
+                    self.hub.noticed(room, frame, &mut fanout!(self));
+                }
             }
         }
         let gaps = self.hub.take_gap_counts();

@@ -77,6 +77,11 @@ impl Sink<SharedFrame, MemberId> for Fanout<'_> {
         self.to_cluster.push(ToCluster::Attach { room, path, keep });
     }
 
+    fn share(&mut self, _room: RoomId, path: &Arc<str>, frame: &SharedFrame) {
+        let (path, frame) = (Arc::clone(path), Arc::clone(frame));
+        self.to_cluster.push(ToCluster::Share { path, frame });
+    }
+
     fn range(&mut self, room: RoomId, path: &Arc<str>, req: u64, ask: Ask, ttl: Option<Duration>) {
         let path = Arc::clone(path);
         self.to_cluster.push(ToCluster::Range {
