@@ -39,6 +39,8 @@
 //! after at most [`TIMEOUT`] (3 s, the link's reply timeout) when Redis stops answering this
 //! connection; the connection is made again with a backoff from 250 ms to 5 s.
 
+mod lua;
+mod merge;
 mod store;
 
 use std::collections::HashMap;
@@ -179,13 +181,13 @@ impl Thread {
                 log::error!("cluster: the registry thread's poll failed: {e}; exiting");
                 std::process::exit(super::super::EXIT_THREAD_DIED);
             }
-            while let Ok(ToApi::Done(id, outcome)) = self.answers.try_recv() {
-                self.local_answer(id, outcome);
-            }
+            self.drain_answers();
             while let Ok(ask) = self.asks.try_recv() {
                 let outcome = self.read(ask.call);
                 ask.reply.send(ToApi::Done(ask.id, outcome));
             }
+            // What came while a read waited for Redis, before the snapshot's time is judged.
+            self.drain_answers();
             let now = Instant::now();
             match &self.snap {
                 Some(s) if now >= s.started + SNAPSHOT_TIMEOUT => {
@@ -195,6 +197,14 @@ impl Thread {
                 }
                 None if now >= self.next_snap => self.start_snapshot(now),
                 _ => {}
+            }
+        }
+    }
+
+    fn drain_answers(&mut self) {
+        while let Ok(answer) = self.answers.try_recv() {
+            if let ToApi::Done(id, outcome) = answer {
+                self.local_answer(id, outcome);
             }
         }
     }
@@ -247,7 +257,7 @@ impl Thread {
             if let Outcome::Presence { members, .. } = outcome
                 && !members.is_empty()
             {
-                s.presence.push((path, store::presence_json(&members)));
+                s.presence.push((path, merge::presence_json(&members)));
             }
         }
         match &s.rooms {
