@@ -264,6 +264,13 @@ pub enum ToAcceptor {
         call: super::api::Call,
         reply: Mailbox<super::api::ToApi>,
     },
+    /// A call from the cluster registry (`cluster::registry`): answered from this node's own
+    /// rooms and members, never handed on to the registry.
+    Local {
+        id: super::api::CallId,
+        call: super::api::Call,
+        reply: Mailbox<super::api::ToApi>,
+    },
 }
 
 /// A channel's sending side with the receiver's waker.

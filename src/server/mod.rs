@@ -217,12 +217,16 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
                 "cluster: node {name}, redis {}, prefix {:?}",
                 c.redis_url, c.prefix
             );
-            let link = cluster::spawn(c, name, mailboxes.clone(), seed ^ 0x5eed)
+            let link = cluster::spawn(c, name.clone(), mailboxes.clone(), seed ^ 0x5eed)
                 .map_err(setup("the Redis thread"))?;
-            Some(link)
+            let state = Arc::clone(&link.state);
+            let registry = cluster::registry::spawn(c, name, to_acceptor.clone(), state)
+                .map_err(setup("the registry thread"))?;
+            Some((link, registry))
         }
         None => None,
     };
+    let (cluster, registry) = cluster.unzip();
     for (i, ((poll, inbox), flow)) in polls.into_iter().zip(inboxes).zip(flows).enumerate() {
         let s = worker::WorkerSetup {
             id: WorkerId(i as u32),
@@ -304,6 +308,7 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
         api_counters,
         tuned,
         cluster: cluster.map(|c| c.state),
+        registry,
     })
     .map_err(setup("the acceptor loop"))?;
     // Workers that are still busy after the grace period end with the process.

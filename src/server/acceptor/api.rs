@@ -1,6 +1,8 @@
 //! The acceptor's part of an API call: the room's path is resolved here, where rooms are admitted
 //! (a publish into a room nobody has joined yet makes it), and the call goes on to the worker that
 //! carries it out: the room's owner, or every worker for what every worker holds a share of.
+//! With `[cluster]`, the room list, room info and presence go to the cluster registry instead
+//! (every node's members), except the registry's own calls for this node's snapshot (`local`).
 
 use super::*;
 use crate::relay::RoomId;
@@ -9,7 +11,7 @@ use crate::server::api::work::{Gather, Job, Kind, Reply, Target};
 use crate::server::api::{Call, CallId, Outcome, ToApi, Who};
 
 impl Acceptor {
-    pub(super) fn api_call(&mut self, id: CallId, call: Call, reply: Mailbox<ToApi>) {
+    pub(super) fn api_call(&mut self, id: CallId, call: Call, reply: Mailbox<ToApi>, local: bool) {
         let refuse = |reply: Mailbox<ToApi>, status: u16, reason: &str| {
             let reason = reason.to_owned();
             reply.send(ToApi::Done(id, Outcome::Refused { status, reason }));
@@ -32,6 +34,7 @@ impl Acceptor {
             return refuse(reply, 404, "no room at this path");
         }
         let room_config = room_config.flatten().cloned();
+        let registry = self.registry.as_ref().filter(|_| !local);
         match call {
             Call::Publish { path, message } => {
                 let rc = room_config.expect("a room");
@@ -60,6 +63,9 @@ impl Acceptor {
                 self.send_job(worker, job, direct(reply));
             }
             Call::Rooms { prefix, limit } => {
+                if let Some(r) = registry {
+                    return r.ask(id, Call::Rooms { prefix, limit }, reply);
+                }
                 let mut by_owner: Vec<Vec<(RoomId, String, usize)>> = vec![Vec::new(); n];
                 for (room, path, members) in self.admission.open_rooms(&prefix) {
                     by_owner[room.owner(n).0 as usize].push((room, path.to_owned(), members));
@@ -67,6 +73,9 @@ impl Acceptor {
                 self.gather_states(id, reply, by_owner, Kind::Rooms { limit });
             }
             Call::Room { path } => {
+                if let Some(r) = registry {
+                    return r.ask(id, Call::Room { path }, reply);
+                }
                 let Some(room) = self.admission.find(&path) else {
                     return refuse(reply, 404, "room not open");
                 };
@@ -102,6 +111,9 @@ impl Acceptor {
                         404,
                         "presence is off in this room (presence = false)",
                     );
+                }
+                if let Some(r) = registry {
+                    return r.ask(id, Call::Presence { path }, reply);
                 }
                 let Some(room) = self.admission.find(&path) else {
                     let members = Vec::new();

@@ -143,6 +143,8 @@ pub struct AcceptorSetup {
     pub tuned: Vec<Tuned>,
     /// The Redis link's state, with `[cluster]`: `/healthz` and `/metrics` report it.
     pub cluster: Option<Arc<crate::server::cluster::ClusterState>>,
+    /// With `[cluster]`: answers the API's room list, room info and presence over every node.
+    pub registry: Option<crate::server::cluster::Registry>,
     /// The API thread's counters, for `/metrics`, when `[api]` is configured.
     pub api_counters: Option<Arc<crate::metrics::ApiCounters>>,
 }
@@ -186,6 +188,7 @@ struct Acceptor {
     /// connections wait in the kernel until they have sent something (`TCP_DEFER_ACCEPT`).
     tuned: Vec<Tuned>,
     cluster: Option<Arc<crate::server::cluster::ClusterState>>,
+    registry: Option<crate::server::cluster::Registry>,
 }
 
 /// What a listener's options spare each of its connections ([`tune`]).
@@ -264,6 +267,7 @@ pub fn run(setup: AcceptorSetup) -> io::Result<()> {
         tuned: setup.tuned,
         scratch: vec![0; READ_CHUNK].into_boxed_slice(),
         cluster: setup.cluster,
+        registry: setup.registry,
     };
     for (i, l) in a.listeners.iter_mut().enumerate() {
         a.poll
@@ -386,7 +390,8 @@ impl Acceptor {
                     }
                 }
                 ToAcceptor::Stopped => stopped += 1,
-                ToAcceptor::Api { id, call, reply } => self.api_call(id, call, reply),
+                ToAcceptor::Api { id, call, reply } => self.api_call(id, call, reply, false),
+                ToAcceptor::Local { id, call, reply } => self.api_call(id, call, reply, true),
             }
         }
         // The owner forgets a room only when it is over: after every member's ticket is back,

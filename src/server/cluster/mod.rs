@@ -29,6 +29,7 @@
 
 mod envelope;
 mod link;
+pub mod registry;
 pub mod resp;
 mod scripts;
 mod sock;
@@ -48,6 +49,7 @@ use crate::relay::hub::{Ask, Epoch};
 use crate::relay::{RoomId, WorkerId};
 
 pub use link::{PROBE_INTERVAL, REPLY_TIMEOUT};
+pub use registry::Registry;
 
 /// Who published a message: a member (its worker and id), or an API call waiting for the
 /// message's number.

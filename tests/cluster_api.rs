@@ -1,0 +1,240 @@
+//! The API's reads over a cluster (`[cluster]`), with a real redis-server and two wsrelay nodes:
+//! room list, room info and presence on either node cover both nodes' members; a node killed
+//! with SIGKILL leaves the lists within the registry's bound (5 s); with Redis stopped the reads
+//! answer 503 with `Retry-After`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::api::{Response, with_api};
+use common::jwt::token;
+use common::redis::Redis;
+use common::{Daemon, Ws, close, send_text, status, v1};
+use serde_json::Value;
+
+const SECRET: &str = "cluster-api-secret-0123456789abcdef-0123";
+
+/// A killed node's entries are gone within this (`cluster::registry::EXPIRY`).
+const EXPIRY: Duration = Duration::from_secs(5);
+/// Slack over a bound for the polling itself and a loaded test machine.
+const SLACK: Duration = Duration::from_secs(2);
+
+fn config(redis: &Redis, name: &str) -> String {
+    let toml = format!(
+        r#"
+[server]
+workers = 2
+colocate_members = 0
+
+[auth]
+jwt_secret = "{SECRET}"
+
+[cluster]
+redis = "{}"
+name = "{name}"
+
+[[room]]
+path = "/chat"
+
+[[room]]
+path = "/vip/*"
+auth = "jwt"
+presence = true
+"#,
+        redis.url()
+    );
+    with_api(&toml, "")
+}
+
+fn node(redis: &Redis, name: &str) -> Daemon {
+    let d = Daemon::start(&config(redis, name));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(&d.http_get("/healthz").0) != 200 {
+        assert!(Instant::now() < deadline, "node {name} never reached Redis");
+        thread::sleep(Duration::from_millis(50)); // polling a status; the deadline decides
+    }
+    d
+}
+
+/// Ask `get` until `want` holds of its answer (`within` at most); the answer then.
+fn until(d: &Daemon, get: &str, within: Duration, want: impl Fn(&Response) -> bool) -> Response {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = d.api("GET", get, "", b"");
+        if want(&r) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {get}: still {} {}",
+            r.status,
+            r.text()
+        );
+        thread::sleep(Duration::from_millis(50)); // polling an answer; the deadline decides
+    }
+}
+
+fn room_count(r: &Response, path: &str) -> Option<u64> {
+    let rooms = r.json()["rooms"].as_array()?.clone();
+    rooms
+        .iter()
+        .find(|room| room["room"] == path)
+        .and_then(|room| room["members"].as_u64())
+}
+
+fn users(r: &Response) -> Vec<String> {
+    let mut users: Vec<String> = r.json()["members"]
+        .as_array()
+        .map(|m| m.iter())
+        .into_iter()
+        .flatten()
+        .map(|m| m["user"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    users.sort();
+    users
+}
+
+fn vip(d: &Daemon, user: &str) -> Ws {
+    let t = token(SECRET, &format!(r#","sub":"{user}""#));
+    d.connect(&format!("/vip/x?token={t}"), &[])
+}
+
+#[test]
+fn lists_cover_both_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let (mut on_a, welcome) = v1::join(&a, "/chat");
+    let (on_b1, _) = v1::join(&b, "/chat");
+    let (on_b2, _) = v1::join(&b, "/chat");
+    let vips = [vip(&a, "alice"), vip(&b, "bob"), vip(&b, "carol")];
+    send_text(&mut on_a, "one");
+
+    let within = Duration::from_secs(10);
+    for d in [&a, &b] {
+        let r = until(d, "/api/v1/rooms", within, |r| {
+            r.status == 200 && room_count(r, "/chat") == Some(3)
+        });
+        assert_eq!(room_count(&r, "/vip/x"), Some(3), "{}", r.text());
+        let r = until(d, "/api/v1/rooms?prefix=/vip/", within, |r| r.status == 200);
+        let paths: Vec<Value> = r.json()["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["room"].clone())
+            .collect();
+        assert_eq!(paths, [Value::from("/vip/x")], "{}", r.text());
+
+        let r = until(d, "/api/v1/rooms/chat", within, |r| {
+            r.status == 200 && r.json()["seq"] == 1
+        });
+        let v = r.json();
+        assert_eq!(v["room"], "/chat");
+        assert_eq!(v["members"], 3, "{v}");
+        assert_eq!(v["epoch"], welcome.epoch.as_str(), "one epoch, Redis's");
+
+        let r = until(d, "/api/v1/presence/vip/x", within, |r| {
+            r.status == 200 && users(r).len() == 3
+        });
+        assert_eq!(users(&r), ["alice", "bob", "carol"]);
+        let v = r.json();
+        assert_eq!(v["room"], "/vip/x");
+        let ids: HashSet<&str> = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                assert!(m["joined"].as_u64().unwrap() > 1_700_000_000_000, "{m}");
+                m["member"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(ids.len(), 3, "member ids unique across nodes: {v}");
+        assert_eq!(ids.iter().filter(|id| id.ends_with("@a")).count(), 1, "{v}");
+        assert_eq!(ids.iter().filter(|id| id.ends_with("@b")).count(), 2, "{v}");
+    }
+    let r = a.api("GET", "/api/v1/rooms/nobody", "", b"");
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = a.api("GET", "/api/v1/presence/chat", "", b"");
+    assert_eq!(r.status, 404, "presence is off in /chat: {}", r.text());
+
+    // A member leaves: both nodes' lists follow.
+    close(on_b2);
+    for d in [&a, &b] {
+        until(d, "/api/v1/rooms/chat", within, |r| {
+            r.json()["members"] == 2
+        });
+    }
+    drop((on_a, on_b1, vips));
+}
+
+#[test]
+fn a_killed_node_leaves_the_lists_within_the_bound() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let alice = vip(&a, "alice");
+    let bob = vip(&b, "bob");
+    let b_only = b.connect("/chat", &[]);
+    let within = Duration::from_secs(10);
+    until(&a, "/api/v1/presence/vip/x", within, |r| {
+        users(r).len() == 2
+    });
+    until(&a, "/api/v1/rooms/chat", within, |r| r.status == 200);
+
+    let log = b.stop(); // SIGKILL
+    let killed = Instant::now();
+    let r = until(&a, "/api/v1/presence/vip/x", EXPIRY + SLACK, |r| {
+        users(r) == ["alice"]
+    });
+    assert!(
+        r.json()["members"][0]["member"]
+            .as_str()
+            .unwrap()
+            .ends_with("@a")
+    );
+    until(&a, "/api/v1/rooms/chat", EXPIRY + SLACK, |r| {
+        r.status == 404
+    });
+    let r = a.api("GET", "/api/v1/rooms", "", b"");
+    assert_eq!(room_count(&r, "/vip/x"), Some(1), "{}", r.text());
+    assert_eq!(room_count(&r, "/chat"), None, "{}", r.text());
+    let took = killed.elapsed();
+    eprintln!("b's entries left a's lists {took:?} after the SIGKILL");
+    assert!(
+        took <= EXPIRY + SLACK,
+        "b's entries lasted {took:?}\n--- b ---\n{log}"
+    );
+    drop((alice, bob, b_only));
+}
+
+#[test]
+fn reads_answer_503_while_redis_is_stopped() {
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let member = vip(&a, "alice");
+    let within = Duration::from_secs(10);
+    until(&a, "/api/v1/presence/vip/x", within, |r| {
+        users(r) == ["alice"]
+    });
+
+    redis.signal(libc::SIGSTOP);
+    // The link's probe gives up after 3 s; a read waits for Redis 3 s at most.
+    let r = until(&a, "/api/v1/rooms", Duration::from_secs(20), |r| {
+        r.status == 503
+    });
+    assert_eq!(r.error(), "redis unavailable");
+    assert!(r.header("retry-after").is_some(), "{}", r.head);
+    for get in ["/api/v1/rooms/vip/x", "/api/v1/presence/vip/x"] {
+        let r = a.api("GET", get, "", b"");
+        assert_eq!(r.status, 503, "{get}: {}", r.text());
+        assert!(r.header("retry-after").is_some(), "{}", r.head);
+    }
+
+    redis.signal(libc::SIGCONT);
+    let r = until(&a, "/api/v1/presence/vip/x", Duration::from_secs(20), |r| {
+        r.status == 200 && users(r) == ["alice"]
+    });
+    assert_eq!(r.json()["room"], "/vip/x");
+    drop(member);
+}
