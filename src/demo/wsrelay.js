@@ -64,6 +64,12 @@
  *                    room no longer keeps all `missed` messages after `since` (up to `seq`;
  *                    null when `since` was ahead of the room's `seq`).
  *                    Nothing was replayed. Reload the app's state.
+ *                    reason "reset", at any time: with several nodes (`[cluster]`), messages
+ *                    after `since` up to `seq` were lost between the nodes and cannot be read back
+ *                    (or the room restarted: `epoch` differs from `previousEpoch`, missed null);
+ *                    the room goes on after `seq`. Reload the app's state.
+ *   error            {code}   the server could not take a message this connection sent; code
+ *                    "unavailable": the nodes' Redis is unreachable, the message was dropped.
  *   message          {seq, data, binary, epoch}   data is a string, or an ArrayBuffer when binary
  *   presence         {type, member, user, count, seq}   in a room with presence, after the welcome:
  *                    type "join" or "leave": `member` (its id in the room) came or went; `user`
@@ -91,7 +97,8 @@
  *   welcome          the last welcome received
  *   stats            counts: connects, welcomes, resumes, recovered, recoveryFailed, replayed,
  *                    delivered, duplicates, gaps (a seq more than one above the last delivered:
- *                    never expected from a conforming server), presence (events passed on)
+ *                    never expected from a conforming server), presence (events passed on),
+ *                    resets (reset frames: several nodes lost messages they could not fill in)
  *   socket           the current WebSocket, for diagnostics; closing it yourself is handled as a
  *                    dropped connection (the module reconnects and resumes)
  */
@@ -144,7 +151,7 @@ export class WsRelay extends EventTarget {
   #welcome = null;
   #stats = {
     connects: 0, welcomes: 0, resumes: 0, recovered: 0, recoveryFailed: 0,
-    replayed: 0, delivered: 0, duplicates: 0, gaps: 0, presence: 0,
+    replayed: 0, delivered: 0, duplicates: 0, gaps: 0, presence: 0, resets: 0,
   };
 
   constructor(url, options = {}) {
@@ -270,7 +277,9 @@ export class WsRelay extends EventTarget {
       if (m.type === 'welcome') this.#onWelcome(m);
       else if (m.type === 'message' && typeof m.data === 'string') this.#deliver(m.seq, m.data, false);
       else if (m.type === 'join' || m.type === 'leave' || m.type === 'members') this.#presence(m);
-      // Any other type (reset, error in later versions) is ignored.
+      else if (m.type === 'reset') this.#onReset(m);
+      else if (m.type === 'error' && typeof m.code === 'string') this.#emit('error', { code: m.code });
+      // Any other type (later protocol versions add some) is ignored.
       return;
     }
     if (!(data instanceof ArrayBuffer) || data.byteLength < 8) return;
@@ -318,6 +327,21 @@ export class WsRelay extends EventTarget {
         seq: w.seq, missed: failure.missed, welcome: w,
       });
     }
+  }
+
+  // Several nodes: messages were lost between the nodes and cannot be filled in (or the room
+  // restarted with a new epoch); the room goes on after `seq` of `epoch`.
+  #onReset(m) {
+    if (!this.#welcomed || typeof m.epoch !== 'string' || !Number.isSafeInteger(m.seq) || m.seq < 0) return;
+    const previousEpoch = this.#epoch;
+    const since = this.#lastSeq;
+    const missed = m.epoch === previousEpoch && m.seq > since ? m.seq - since : null;
+    this.#epoch = m.epoch;
+    this.#lastSeq = m.seq;
+    this.#stats.resets++;
+    this.#emit('recovery-failed', {
+      reason: 'reset', epoch: m.epoch, previousEpoch, since, seq: m.seq, missed, welcome: this.#welcome,
+    });
   }
 
   #deliver(seq, data, binary) {

@@ -368,4 +368,27 @@ await check('saved-position', async () => {
   return 'epoch and since given to the constructor: the first connection resumes';
 });
 
+await check('reset', async () => {
+  const { r, log, sock } = relay();
+  const errors = [];
+  r.addEventListener('error', (e) => errors.push(e.detail));
+  const s = sock();
+  s.open();
+  s.welcome({ epoch: EPOCH, seq: 10 });
+  s.msg(11, 'a');
+  s.text({ type: 'reset', epoch: EPOCH, seq: 20 });
+  s.msg(21, 'b');
+  s.msg(20, 'old');
+  const other = 'fedcba9876543210';
+  s.text({ type: 'reset', epoch: other, seq: 0 });
+  s.msg(1, 'c');
+  s.text({ type: 'error', code: 'unavailable' });
+  eq(seqs(log), [11, 21, 1], 'delivered');
+  eq(log.failures.map((f) => [f.reason, f.since, f.seq, f.missed, f.previousEpoch]),
+    [['reset', 11, 20, 9, EPOCH], ['reset', 21, 0, null, EPOCH]], 'recovery-failed');
+  eq(r.position, { epoch: other, since: 1 }, 'position');
+  eq([r.stats.resets, errors], [2, [{ code: 'unavailable' }]], 'resets and errors');
+  return 'a reset fires recovery-failed (missed counted in the same epoch) and moves the position; error is passed on';
+});
+
 process.exit(failed ? 1 : 0);
