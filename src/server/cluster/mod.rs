@@ -238,6 +238,17 @@ impl ClusterState {
     }
 }
 
+/// Every reader of what Redis sends, on one value and on raw bytes as a message would carry them
+/// (the `resp` fuzz target): none may panic, whatever the bytes.
+#[doc(hidden)]
+pub fn read_everything(value: &resp::Value, bytes: &[u8]) {
+    let _ = scripts::epoch_and_seq(value);
+    let _ = scripts::range(value, false, 1).map(|(_, _, e)| e.len());
+    let _ = scripts::range(value, true, 0).map(|(_, _, e)| e.len());
+    let _ = envelope::parse_envelope(bytes, 0);
+    let _ = envelope::parse_envelope(bytes, u64::MAX);
+}
+
 /// A worker's side of the Redis thread.
 #[derive(Debug, Clone)]
 pub struct Link {
