@@ -743,6 +743,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
     /// its epoch, sequence and kept messages. Called on the owner; ignored elsewhere.
     pub fn close(&mut self, room: RoomId) {
         self.parked.remove(&room);
+        self.forget(room);
         if let Some(owned) = self.owned.remove(&room) {
             self.kept.messages -= owned.history.len();
             self.kept.bytes -= owned.history.bytes();

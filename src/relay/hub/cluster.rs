@@ -345,4 +345,18 @@ mod tests {
         hub.ranged(2, Some((e, read(4..=12))), &mut sink);
         assert_eq!(sink.replays.last(), Some(&(false, vec![])));
     }
+
+    #[test]
+    fn the_link_coming_back_during_a_fill_extends_it() {
+        let (mut hub, mut sink, room) = attached_room(KEEP);
+        let e = Epoch(0xe);
+        assert!(hub.sequenced(room, e, 13, origin(9), f("13"), &mut sink));
+        hub.attached(room, e, 20, &mut sink);
+        assert_eq!(sink.ranges.len(), 1, "one fill");
+        hub.ranged(1, Some((e, read(11..=20))), &mut sink);
+        assert_eq!(delivered(&sink), (11..=20).collect::<Vec<_>>());
+        assert!(sink.notices.is_empty());
+        hub.close(room);
+        assert_eq!(hub.owned_rooms(), 0);
+    }
 }

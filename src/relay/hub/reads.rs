@@ -192,6 +192,11 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
         }
     }
 
+    /// The room is over: a fill it had open is dropped (its answer will find nothing).
+    pub(super) fn forget(&mut self, room: RoomId) {
+        self.cl.fills.remove(&room);
+    }
+
     /// Gaps filled and resets since the last call.
     pub fn take_gap_counts(&mut self) -> GapCounts {
         std::mem::take(&mut self.cl.counts)
@@ -248,6 +253,11 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
     /// Cluster mode, on the owner: the room's messages after its next number up to `upto`
     /// were missed. Opens a fill (true), or resets the room when it keeps nothing.
     pub(super) fn fill(&mut self, room: RoomId, upto: u64, sink: &mut impl Sink<F, M>) -> bool {
+        if let Some(fill) = self.cl.fills.get_mut(&room) {
+            // One already open (the link came back meanwhile): it now ends further on.
+            fill.upto = fill.upto.max(upto);
+            return true;
+        }
         let Some(owned) = self.owned.get(&room) else {
             return false;
         };
