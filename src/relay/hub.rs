@@ -1171,6 +1171,8 @@ fn splitmix64(state: &mut u64) -> u64 {
 }
 
 mod cluster;
+#[cfg(test)]
+mod cluster_sim;
 mod reads;
 
 #[cfg(test)]
