@@ -296,7 +296,8 @@ fn next_json(ws: &mut Ws) -> serde_json::Value {
 fn presence_events_cross_nodes() {
     let redis = Redis::start();
     let (a, b) = nodes(&redis);
-    let (mut on_a, _) = v1::join(&a, "/lobby");
+    let (mut on_a, wa) = v1::join(&a, "/lobby");
+    assert_eq!(wa.members, Some(1));
     let (mut on_b, wb) = v1::join(&b, "/lobby");
     let join = next_json(&mut on_a);
     assert_eq!(
@@ -313,4 +314,28 @@ fn presence_events_cross_nodes() {
         (leave["type"].as_str(), leave["member"].as_str()),
         (Some("leave"), Some(wb.member.as_str()))
     );
+}
+
+#[test]
+fn a_dead_nodes_members_leave_the_counts() {
+    let redis = Redis::start();
+    let (a, b) = nodes(&redis);
+    let (mut on_a, _) = v1::join(&a, "/lobby");
+    let (_on_b, _) = v1::join(&b, "/lobby");
+    let join = next_json(&mut on_a);
+    assert_eq!(join["type"], "join");
+    b.signal(libc::SIGKILL);
+    b.expect_death(Duration::from_secs(10));
+    // No leave comes from a dead node: within its 15 s of silence, a's members get the count.
+    let started = Instant::now();
+    on_a.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let count = next_json(&mut on_a);
+    assert_eq!(
+        (count["type"].as_str(), count["count"].as_u64()),
+        (Some("members"), Some(1)),
+        "{count}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
 }

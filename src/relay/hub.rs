@@ -167,8 +167,10 @@ pub trait Sink<F, M> {
     }
     /// Cluster mode, on the owner: a presence event numbered here, for the room's members on the
     /// other nodes (they get it through [`Hub::noticed`]).
-    fn share(&mut self, room: RoomId, path: &Arc<str>, frame: &F) {
-        let _ = (room, path, frame);
+    /// `frame` is `None` for a refresh of `members` (this node's count) alone; `ask`: the other
+    /// nodes are asked for their counts (this node has just started counting the room).
+    fn share(&mut self, room: RoomId, path: &Arc<str>, share: Share<'_, F>) {
+        let _ = (room, path, share);
     }
     /// Cluster mode, on the owner: read the room's messages kept in the cluster (`ask`; those
     /// older than `ttl` left out). The answer is [`Hub::ranged`] with the same `req`, exactly
@@ -184,6 +186,17 @@ pub trait Sink<F, M> {
         let _ = (room, path, keep);
         panic!("this sink has no cluster");
     }
+}
+
+/// What a node tells the others about a room with presence (cluster mode).
+#[derive(Debug, Clone, Copy)]
+pub struct Share<'a, F> {
+    /// A join, leave or count event of this node's members, numbered here.
+    pub event: Option<&'a F>,
+    /// This node's members of the room.
+    pub members: usize,
+    /// The others are asked for their counts.
+    pub ask: bool,
 }
 
 /// A presence event to number: a member's join or leave, or the member count that replaces
@@ -324,6 +337,10 @@ struct Presence {
     refilled: Instant,
     /// Events were dropped since the last count sent: send the count when the bucket allows.
     dropped: bool,
+    /// Cluster mode: the other nodes' members of the room, as they last told (node, count,
+    /// when), and when this node last told them its own.
+    remote: Vec<(u64, usize, Instant)>,
+    shared: Option<Instant>,
 }
 
 impl Presence {
@@ -334,7 +351,14 @@ impl Presence {
             tokens: f64::from(rate),
             refilled: now,
             dropped: false,
+            remote: Vec::new(),
+            shared: None,
         }
+    }
+
+    /// Members on every node (this one's, and the others' as they last told).
+    fn total(&self) -> usize {
+        self.members + self.remote.iter().map(|r| r.1).sum::<usize>()
     }
 
     /// Take a token if there is one.
@@ -662,7 +686,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                     seq: last,
                     recovered,
                     replay,
-                    members: owned.presence.as_ref().map(|p| p.members),
+                    members: owned.presence.as_ref().map(Presence::total),
                 };
                 let fetched = Envelope::Fetched {
                     room,
@@ -781,6 +805,9 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
     /// Rooms whose presence events were dropped get the member count, when their bucket allows
     /// (called with the timers, about once a second).
     pub fn send_counts(&mut self, sink: &mut impl Sink<F, M>) {
+        if self.cluster {
+            self.refresh_counts(sink);
+        }
         let now = self.now;
         let mut due = Vec::new();
         for (&room, owned) in &mut self.owned {
@@ -789,7 +816,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                 && p.take(now)
             {
                 p.dropped = false;
-                due.push((room, p.members, owned.next_seq - 1));
+                due.push((room, p.total(), owned.next_seq - 1));
             }
         }
         for (room, members, seq) in due {
@@ -952,10 +979,19 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
     /// On the owner: give a presence event to every worker with members, in the room's order
     /// (and, in cluster mode, to the other nodes).
     fn announce(&mut self, room: RoomId, frame: F, sink: &mut impl Sink<F, M>) {
+        let now = self.now;
         if self.cluster
-            && let Some(owned) = self.owned.get(&room)
+            && let Some(owned) = self.owned.get_mut(&room)
+            && let Some(p) = owned.presence.as_mut()
         {
-            sink.share(room, &owned.path, &frame);
+            let ask = p.shared.is_none();
+            p.shared = Some(now);
+            let share = Share {
+                event: Some(&frame),
+                members: p.members,
+                ask,
+            };
+            sink.share(room, &owned.path, share);
         }
         self.announce_here(room, frame, sink);
     }
@@ -1171,6 +1207,7 @@ fn splitmix64(state: &mut u64) -> u64 {
 }
 
 mod cluster;
+mod cluster_presence;
 #[cfg(test)]
 mod cluster_sim;
 mod reads;

@@ -69,14 +69,6 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
         }
     }
 
-    /// Cluster mode, on the owner: a presence event from another node's members of `room`.
-    pub fn noticed(&mut self, room: RoomId, frame: F, sink: &mut impl Sink<F, M>) {
-        if self.owned.contains_key(&room) && !self.parked.contains_key(&room) {
-            self.presence_counts.sent += 1;
-            self.announce_here(room, frame, sink);
-        }
-    }
-
     /// Cluster mode, on the owner: the room's epoch and last number in the cluster, now that
     /// its messages come in. The envelopes that waited for it are handled now. Called again
     /// after the cluster link came back: a new epoch (the cluster lost the room) drops the

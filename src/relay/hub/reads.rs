@@ -177,7 +177,7 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
                     seq: last,
                     recovered,
                     replay,
-                    members: owned.presence.as_ref().map(|p| p.members),
+                    members: owned.presence.as_ref().map(super::Presence::total),
                 };
                 let fetched = Envelope::Fetched {
                     room,

@@ -385,13 +385,22 @@ impl Redis {
                     self.out[owner].push(FromCluster::Ranged { req, answer: None });
                 }
             }
-            ToCluster::Share { path, frame } => {
+            ToCluster::Share {
+                path,
+                frame,
+                members,
+                ask,
+            } => {
                 let Some(c) = self.conns.as_mut().filter(|c| c.ready) else {
                     return; // presence events are not kept: one lost with the link is gone
                 };
                 let channel = format!("{}:room:{{{path}}}", self.prefix).into_bytes();
-                let mut data = format!("{PRESENCE} {:016x}\n", self.node).into_bytes();
-                data.extend_from_slice(wire::parts(&frame.bytes).1);
+                let ask = if ask { " ?" } else { "" };
+                let head = format!("{PRESENCE} {:016x} {members}{ask}\n", self.node);
+                let mut data = head.into_bytes();
+                if let Some(frame) = frame {
+                    data.extend_from_slice(wire::parts(&frame.bytes).1);
+                }
                 resp::command(&mut c.cmd.wbuf, &[b"PUBLISH", &channel, &data]);
                 c.pending.push_back((Pending::Shared, Instant::now()));
             }
@@ -703,8 +712,8 @@ impl Redis {
     }
 
     fn message(&mut self, channel: &[u8], data: &[u8]) {
-        if let Some(event) = data.strip_prefix(PRESENCE.as_bytes()) {
-            return self.presence(channel, event);
+        if let Some(rest) = data.strip_prefix(PRESENCE.as_bytes()) {
+            return self.presence(channel, rest);
         }
         self.state.received.fetch_add(1, Ordering::Relaxed);
         let Some(parsed) = parse_envelope(data, self.node) else {
@@ -739,15 +748,22 @@ impl Redis {
         }
     }
 
-    /// Another node's presence event (` <node>\n<json>`) for an attached room: to its owner.
-    fn presence(&mut self, channel: &[u8], event: &[u8]) {
-        let Some(nl) = event.iter().position(|&b| b == b'\n') else {
+    /// Another node's presence (` <node> <members>[ ?]\n<event or nothing>`; `?` asks for
+    /// ours) for an attached
+    /// room: to its owner.
+    fn presence(&mut self, channel: &[u8], data: &[u8]) {
+        let Some(nl) = data.iter().position(|&b| b == b'\n') else {
             return;
         };
-        let node = std::str::from_utf8(&event[..nl])
-            .ok()
-            .and_then(|n| u64::from_str_radix(n.trim(), 16).ok());
-        if node.is_none_or(|n| n == self.node) {
+        let head = std::str::from_utf8(&data[..nl]).unwrap_or("");
+        let mut f = head.split_ascii_whitespace();
+        let node = f.next().and_then(|n| u64::from_str_radix(n, 16).ok());
+        let members = f.next().and_then(|n| n.parse().ok());
+        let ask = f.next() == Some("?");
+        let (Some(node), Some(members)) = (node, members) else {
+            return;
+        };
+        if node == self.node {
             return;
         }
         let Some(r) = self
@@ -757,13 +773,18 @@ impl Redis {
         else {
             return;
         };
-        let frame = Arc::new(Frame::new(
-            wire::shared(Opcode::Text, &event[nl + 1..]),
-            None,
-        ));
+        let event = &data[nl + 1..];
+        let frame = (!event.is_empty())
+            .then(|| Arc::new(Frame::new(wire::shared(Opcode::Text, event), None)));
         let room = r.id;
         let owner = self.owner(room);
-        self.out[owner].push(FromCluster::Notice { room, frame });
+        self.out[owner].push(FromCluster::Notice {
+            room,
+            node,
+            members,
+            frame,
+            ask,
+        });
     }
 
     fn connect(&mut self) {

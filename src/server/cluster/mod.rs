@@ -87,9 +87,14 @@ pub enum ToCluster {
         ask: Ask,
         ttl: Option<Duration>,
     },
-    /// A presence event of this node's members of the room, for the other nodes (published
-    /// as it is, not numbered).
-    Share { path: Arc<str>, frame: SharedFrame },
+    /// This node's member count of a room with presence, and a presence event of its members
+    /// if any, for the other nodes (published as it is, not numbered).
+    Share {
+        path: Arc<str>,
+        frame: Option<SharedFrame>,
+        members: usize,
+        ask: bool,
+    },
     /// The API's history of a room (`GET /api/v1/rooms/<path>/history`), answered to `reply`.
     History {
         path: Arc<str>,
@@ -127,8 +132,16 @@ pub enum FromCluster {
     /// The answer to `Range` with `req`: the room's epoch in Redis and the messages read,
     /// oldest first; `None` when Redis could not answer.
     Ranged { req: u64, answer: RangeAnswer },
-    /// A presence event of another node's members of `room`.
-    Notice { room: RoomId, frame: SharedFrame },
+    /// Another node's member count of `room` (a room with presence), and a presence event of
+    /// its members if any.
+    Notice {
+        room: RoomId,
+        node: u64,
+        members: usize,
+        frame: Option<SharedFrame>,
+        /// It asks for this node's count.
+        ask: bool,
+    },
     /// This worker's member published a message Redis did not number (unavailable): it is
     /// dropped, and a v1 member is told.
     Refused { member: MemberId },

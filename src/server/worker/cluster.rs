@@ -63,9 +63,15 @@ impl Worker {
                     self.hub.ranged(req, answer, &mut fanout!(self));
                 }
                 FromCluster::Refused { member } => self.refused(member),
-                FromCluster::Notice { room, frame } => {
-                    self.hub.noticed(room, frame, &mut fanout!(self));
-                }
+                FromCluster::Notice {
+                    room,
+                    node,
+                    members,
+                    frame,
+                    ask,
+                } => self
+                    .hub
+                    .noticed(room, node, members, frame, ask, &mut fanout!(self)),
             }
         }
         let gaps = self.hub.take_gap_counts();

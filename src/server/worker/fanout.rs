@@ -15,7 +15,7 @@ use super::encode;
 use crate::deflate::Compressor;
 use crate::metrics::Tally;
 use crate::relay::history::Keep;
-use crate::relay::hub::{Ask, Origin, Recipients, Sink, Stamp, Welcome};
+use crate::relay::hub::{Ask, Origin, Recipients, Share, Sink, Stamp, Welcome};
 use crate::relay::{RoomId, WorkerId};
 
 pub(super) struct Fanout<'a> {
@@ -77,9 +77,13 @@ impl Sink<SharedFrame, MemberId> for Fanout<'_> {
         self.to_cluster.push(ToCluster::Attach { room, path, keep });
     }
 
-    fn share(&mut self, _room: RoomId, path: &Arc<str>, frame: &SharedFrame) {
-        let (path, frame) = (Arc::clone(path), Arc::clone(frame));
-        self.to_cluster.push(ToCluster::Share { path, frame });
+    fn share(&mut self, _: RoomId, path: &Arc<str>, share: Share<'_, SharedFrame>) {
+        self.to_cluster.push(ToCluster::Share {
+            path: Arc::clone(path),
+            frame: share.event.map(Arc::clone),
+            members: share.members,
+            ask: share.ask,
+        });
     }
 
     fn range(&mut self, room: RoomId, path: &Arc<str>, req: u64, ask: Ask, ttl: Option<Duration>) {
