@@ -1,11 +1,12 @@
-//! A worker's side of `[cluster]`: the rooms it owns are numbered by the Redis thread, which
-//! hands their messages back here (see `server::cluster`).
+//! A worker's side of `[cluster]`: the rooms it owns are numbered by the Redis thread of the
+//! room's shard, which hands their messages back here (see `server::cluster`).
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use super::super::bus::MemberId;
-use super::super::cluster::{FromCluster, LocalOrigin, ToCluster};
+use super::super::cluster::{ClusterState, FromCluster, Links, LocalOrigin, ToCluster};
 use super::super::wire::{self, Opcode};
 use super::fanout::conn_of;
 use super::{Fanout, Worker};
@@ -21,6 +22,60 @@ const ELSEWHERE: Origin<MemberId> = Origin {
         generation: 0,
     },
 };
+
+/// The Redis threads, and where this worker's messages for them go.
+pub(super) struct Cluster {
+    links: Links,
+    /// What this pass has for each shard, in `links.shards` order.
+    batches: Vec<Vec<ToCluster>>,
+    /// The shard of each room this worker owns and has attached. `Detach` carries no path, and
+    /// the room's record (with its path) may be gone by then: remembering the shard at `Attach`
+    /// costs one entry per attached room and spares hashing the path again.
+    rooms: HashMap<RoomId, usize>,
+}
+
+impl Cluster {
+    pub(super) fn new(links: Links) -> Cluster {
+        Cluster {
+            batches: links.shards.iter().map(|_| Vec::new()).collect(),
+            links,
+            rooms: HashMap::new(),
+        }
+    }
+
+    /// Where this worker's own counts go (duplicates, gaps filled or not): the first shard's
+    /// state. `/metrics` sums every counter over the shards, so which one holds a count the
+    /// worker makes itself does not show.
+    pub(super) fn counts(&self) -> &ClusterState {
+        &self.links.shards[0].state
+    }
+
+    /// The state of the Redis shard the room at `path` lives on.
+    pub(super) fn state_for(&self, path: &str) -> &ClusterState {
+        &self.links.shards[self.links.shard_of(path)].state
+    }
+
+    /// Put `msg` in its room's shard's batch.
+    fn route(&mut self, msg: ToCluster) {
+        let shard = match &msg {
+            ToCluster::Attach { room, path, .. } => {
+                let shard = self.links.shard_of(path);
+                self.rooms.insert(*room, shard);
+                shard
+            }
+            ToCluster::Publish { path, .. }
+            | ToCluster::Range { path, .. }
+            | ToCluster::Share { path, .. }
+            | ToCluster::History { path, .. } => self.links.shard_of(path),
+            // Never attached here (closed before): no Redis thread knows it.
+            ToCluster::Detach { room } => match self.rooms.remove(room) {
+                Some(shard) => shard,
+                None => return,
+            },
+        };
+        self.batches[shard].push(msg);
+    }
+}
 
 /// What a v1 member gets when its message could not be numbered (Redis unavailable).
 const UNAVAILABLE: &str = r#"{"type":"error","code":"unavailable"}"#;
@@ -49,7 +104,7 @@ impl Worker {
                         self.hub
                             .sequenced(room, epoch, seq, origin, frame, &mut fanout!(self));
                     if !handed && let Some(c) = &self.cluster {
-                        c.state.duplicates.fetch_add(1, Ordering::Relaxed);
+                        c.counts().duplicates.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 FromCluster::Ranged { req, answer } => {
@@ -70,9 +125,10 @@ impl Worker {
         }
         let gaps = self.hub.take_gap_counts();
         if let Some(c) = &self.cluster {
-            c.state.filled.fetch_add(gaps.filled, Ordering::Relaxed);
-            c.state.missed.fetch_add(gaps.missed, Ordering::Relaxed);
-            c.state.resets.fetch_add(gaps.resets, Ordering::Relaxed);
+            let counts = c.counts();
+            counts.filled.fetch_add(gaps.filled, Ordering::Relaxed);
+            counts.missed.fetch_add(gaps.missed, Ordering::Relaxed);
+            counts.resets.fetch_add(gaps.resets, Ordering::Relaxed);
         }
     }
 
@@ -98,12 +154,20 @@ impl Worker {
         }
     }
 
-    /// Send the Redis thread what this pass has for it.
+    /// Send each Redis thread what this pass has for it: each message to its room's shard, in
+    /// the pass's order (a room's messages all go to one shard, so their order holds).
     pub(super) fn flush_cluster(&mut self) {
-        if let Some(c) = &self.cluster
-            && !self.to_cluster.is_empty()
-        {
-            c.to_redis.send(std::mem::take(&mut self.to_cluster));
+        let Some(c) = &mut self.cluster else { return };
+        if self.to_cluster.is_empty() {
+            return;
+        }
+        for msg in self.to_cluster.drain(..) {
+            c.route(msg);
+        }
+        for (link, batch) in c.links.shards.iter().zip(&mut c.batches) {
+            if !batch.is_empty() {
+                link.to_redis.send(std::mem::take(batch));
+            }
         }
     }
 }
