@@ -171,3 +171,100 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crossbeam_channel::Receiver;
+
+    use super::super::super::bus::{Frame, Mailbox};
+    use super::super::super::cluster::{Link, Sender, shard_of};
+    use super::*;
+    use crate::relay::history::Keep;
+    use crate::relay::hub::Ask;
+
+    fn shards(n: usize) -> (mio::Poll, Cluster, Vec<Receiver<Vec<ToCluster>>>) {
+        let poll = mio::Poll::new().unwrap();
+        let (mut links, mut inboxes) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let waker = mio::Waker::new(poll.registry(), mio::Token(i)).unwrap();
+            let (to_redis, inbox) = Mailbox::new(Arc::new(waker));
+            links.push(Link {
+                to_redis,
+                state: Arc::default(),
+            });
+            inboxes.push(inbox);
+        }
+        (poll, Cluster::new(Links { shards: links }), inboxes)
+    }
+
+    fn path_on(shard: usize, n: usize) -> Arc<str> {
+        let p = (0..)
+            .map(|i| format!("/r/{i}"))
+            .find(|p| shard_of(p, n) == shard);
+        Arc::from(p.unwrap().as_str())
+    }
+
+    #[test]
+    fn each_message_goes_to_its_rooms_shard_and_detach_follows_attach() {
+        let (_poll, mut c, _inboxes) = shards(3);
+        let (room, path) = (RoomId(7), path_on(2, 3));
+        let frame = Arc::new(Frame::new(Box::from(&b"x"[..]), None));
+        let member = MemberId {
+            key: 1,
+            generation: 0,
+        };
+        let keep = Keep::NONE;
+        c.route(ToCluster::Attach {
+            room,
+            path: Arc::clone(&path),
+            keep,
+        });
+        c.route(ToCluster::Range {
+            room,
+            path: Arc::clone(&path),
+            req: 1,
+            ask: Ask::Last(1),
+            ttl: None,
+        });
+        c.route(ToCluster::Share {
+            path: Arc::clone(&path),
+            frame: Arc::clone(&frame),
+        });
+        c.route(ToCluster::Publish {
+            path,
+            keep,
+            sender: Sender::Member(WorkerId(0), member),
+            frame,
+        });
+        c.route(ToCluster::Detach { room });
+        // Never attached: no shard knows it, nothing is sent.
+        c.route(ToCluster::Detach { room: RoomId(8) });
+        let kinds: Vec<Vec<&str>> = c
+            .batches
+            .iter()
+            .map(|b| {
+                b.iter()
+                    .map(|m| match m {
+                        ToCluster::Attach { .. } => "attach",
+                        ToCluster::Publish { .. } => "publish",
+                        ToCluster::Detach { .. } => "detach",
+                        ToCluster::Range { .. } => "range",
+                        ToCluster::Share { .. } => "share",
+                        ToCluster::History { .. } => "history",
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                vec![],
+                vec![],
+                vec!["attach", "range", "share", "publish", "detach"]
+            ]
+        );
+        assert!(c.rooms.is_empty(), "a detached room is forgotten");
+    }
+}
