@@ -1,6 +1,7 @@
 //! `[cluster]` over two Redis (shards): two wsrelay nodes with the same `redis` list spread
 //! rooms over both by jump hash of the path, each room on exactly one Redis, one order per room
-//! on both nodes; one Redis stopped makes `/healthz` 503 while the other shard's rooms flow.
+//! on both nodes; a room's history (replays, the API's) is read from its own Redis; one Redis
+//! stopped makes `/healthz` 503 while the other shard's rooms flow.
 
 mod common;
 
@@ -10,8 +11,9 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::api::Client;
 use common::redis::Redis;
-use common::{Daemon, Ws, recv_text, send_text, status};
+use common::{Daemon, Ws, recv_text, send_text, status, v1};
 use wsrelay::server::cluster::shard_of;
 
 const ROOMS: usize = 40;
@@ -32,6 +34,10 @@ prefix = "shards"
 
 [[room]]
 path = "/r/*"
+
+[[room]]
+path = "/k/*"
+history_size = 100
 "#,
         urls.join(", ")
     )
@@ -54,8 +60,8 @@ fn wait_health(d: &Daemon, want: u16) -> String {
 }
 
 fn nodes(shards: &[&Redis]) -> (Daemon, Daemon) {
-    let a = Daemon::start(&config(shards, "a"));
-    let b = Daemon::start(&config(shards, "b"));
+    let a = Daemon::start_api(&config(shards, "a"), "");
+    let b = Daemon::start_api(&config(shards, "b"), "");
     wait_health(&a, 200);
     wait_health(&b, 200);
     (a, b)
@@ -103,12 +109,16 @@ fn rooms_in(redis: &Redis) -> BTreeSet<String> {
         .collect()
 }
 
-/// The first room path on `shard` of 2.
-fn room_on(shard: usize) -> String {
+/// The first room path under `under` on `shard` of 2.
+fn path_on(under: &str, shard: usize) -> String {
     (0..)
-        .map(|i| format!("/r/{i}"))
+        .map(|i| format!("{under}{i}"))
         .find(|p| shard_of(p, 2) == shard)
         .unwrap()
+}
+
+fn room_on(shard: usize) -> String {
+    path_on("/r/", shard)
 }
 
 #[test]
@@ -248,4 +258,53 @@ fn one_redis_stopped_the_other_shard_flows() {
     assert_eq!(recv_text(&mut on_b[0]), "after");
     send_text(&mut on_b[1], "after too");
     assert_eq!(recv_text(&mut newcomer), "after too");
+}
+
+#[test]
+fn history_is_read_from_the_rooms_own_redis() {
+    const TEXT: &str = "Content-Type: text/plain; charset=utf-8\r\n";
+    let (r0, r1) = (Redis::start(), Redis::start());
+    let (a, b) = nodes(&[&r0, &r1]);
+    let mut api_a = Client::new(&a);
+    let mut api_b = Client::new(&b);
+    let kept = [path_on("/k/", 0), path_on("/k/", 1)];
+    for path in &kept {
+        // Sent through a's API to a room nobody is in yet: kept in the room's stream.
+        let sent: Vec<String> = (0..5).map(|k| format!("{path} m{k}")).collect();
+        for m in &sent {
+            let r = api_a.send(
+                "POST",
+                &format!("/api/v1/publish{path}"),
+                TEXT,
+                m.as_bytes(),
+            );
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+        }
+        // A v1 member on b gets them replayed, from the same Redis.
+        let (mut ws, w) = v1::join(&b, &format!("{path}?last=5"));
+        assert_eq!(w.replayed, 5, "{path}: {w:?}");
+        let got: Vec<String> = (0..5)
+            .map(|_| v1::next(&mut ws).text().to_owned())
+            .collect();
+        assert_eq!(got, sent, "{path}: replay");
+        // And so does b's API.
+        let r = api_b.send("GET", &format!("/api/v1/history{path}"), "", b"");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let texts: Vec<String> = r.json()["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| m["data"].as_str().expect("data").to_owned())
+            .collect();
+        assert_eq!(texts, sent, "{path}: API history");
+    }
+    let (in0, in1) = (rooms_in(&r0), rooms_in(&r1));
+    assert!(
+        in0.contains(&kept[0]) && !in1.contains(&kept[0]),
+        "{in0:?} {in1:?}"
+    );
+    assert!(
+        in1.contains(&kept[1]) && !in0.contains(&kept[1]),
+        "{in0:?} {in1:?}"
+    );
 }
