@@ -26,10 +26,11 @@
 //! - [`metrics`]: counter names and the Prometheus rendering.
 //! - [`notify`], [`journal`]: the systemd side: `sd_notify`, socket activation, log priorities.
 //! - [`server`]: the threads and sockets; `server::api` is the server-side API (its HTTP front and
-//!   the calls it makes into the relay); with `[cluster]`, a Redis thread numbers the rooms'
-//!   messages in Redis, keeps their history in Redis streams and hands every node's messages
-//!   back to the rooms' owners, and a registry thread writes this node's rooms and members to
-//!   Redis for the API's cluster-wide lists (`server::cluster`).
+//!   the calls it makes into the relay); with `[cluster]`, a Redis thread per shard (each room
+//!   on one Redis of the list) numbers the rooms' messages in Redis, keeps their history in
+//!   Redis streams and hands every node's messages back to the rooms' owners, and a registry
+//!   thread writes this node's rooms and members to Redis for the API's cluster-wide lists
+//!   (`server::cluster`).
 //!
 //! `relay`, `config` and `deflate` never import `server`.
 

@@ -230,7 +230,8 @@ fn redis_stopped_then_back() {
     );
     send_text(&mut on_a, "lost");
     a.wait_metric("wsrelay_cluster_dropped_total", |v| v >= 1.0);
-    assert_eq!(a.metric("wsrelay_cluster_redis_up"), Some(0.0));
+    let up = format!("wsrelay_cluster_redis_up{{redis=\"{}\"}}", redis.url());
+    assert_eq!(a.metric(&up), Some(0.0));
 
     redis.signal(libc::SIGCONT);
     wait_health(&a, 200);

@@ -194,17 +194,44 @@ pub struct ApiConfig {
     pub max_connections: usize,
 }
 
-/// `[cluster]`: several nodes share rooms through one Redis (see `server::cluster`).
+/// `[cluster]`: several nodes share rooms through Redis (see `server::cluster`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// `redis://host[:port]`, as given.
+    /// Every Redis, in file order (one when `redis` is a single URL); no two the same server.
+    /// A room lives on `shards[shard_of(path, shards.len())]` (`server::cluster::shard`), so
+    /// every node must list the same Redis in the same order.
+    pub shards: Vec<RedisShard>,
+    /// The Redis one Redis thread serves: the first shard's, and each thread gets a copy with
+    /// its own ([`ClusterConfig::for_shard`]). `redis://host[:port]`, as given.
     pub redis_url: String,
-    /// Host and port (6379 when the URL has none); resolved when the node connects.
+    /// Host and port of `redis_url` (see [`RedisShard::addr`]).
     pub redis: (String, u16),
     /// This node in logs; empty in the file means hostname:port, filled in at start.
     pub name: String,
     /// Keys and channels start with it (`<prefix>:room:{<path>}`).
     pub prefix: String,
+}
+
+/// One Redis of `[cluster] redis`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisShard {
+    /// `redis://host[:port]`, as given: logs and the `redis` label of metrics name it so.
+    pub url: String,
+    /// Host and port (6379 when the URL has none); resolved when the node connects.
+    pub addr: (String, u16),
+}
+
+impl ClusterConfig {
+    /// This configuration as the Redis thread of shard `i` sees it: `redis_url` and `redis`
+    /// name that shard.
+    pub fn for_shard(&self, i: usize) -> ClusterConfig {
+        let shard = &self.shards[i];
+        ClusterConfig {
+            redis_url: shard.url.clone(),
+            redis: shard.addr.clone(),
+            ..self.clone()
+        }
+    }
 }
 
 /// Keys and channels start with this when `[cluster]` sets no `prefix`.

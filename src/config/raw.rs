@@ -34,8 +34,8 @@ pub(super) struct RawApi {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawCluster {
-    /// One URL; a list is refused until rooms are spread over several Redis (jump hash).
-    pub redis: Option<Spanned<toml::Value>>,
+    /// One URL, or a list: rooms are spread over them (jump hash of the room path).
+    pub redis: Option<Spanned<RawRedis>>,
     pub name: Option<Spanned<String>>,
     pub prefix: Option<Spanned<String>>,
 }
@@ -94,6 +94,12 @@ pub(super) enum RawListen {
     Many(Vec<Spanned<String>>),
 }
 
+/// `[cluster] redis`: one URL or a list of them, each keeping its span for errors.
+pub(super) enum RawRedis {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
 /// A duration as written, e.g. `"5s"`; [`super::units::parse_duration`] reads it during validation.
 pub(super) struct RawDuration(pub String);
 
@@ -120,6 +126,29 @@ impl<'de> Deserialize<'de> for RawListen {
                     all.push(addr);
                 }
                 Ok(RawListen::Many(all))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawRedis {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawRedis;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a URL \"redis://host[:port]\" or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawRedis, E> {
+                Ok(RawRedis::One(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawRedis, A::Error> {
+                let mut all = Vec::new();
+                while let Some(url) = seq.next_element()? {
+                    all.push(url);
+                }
+                Ok(RawRedis::Many(all))
             }
         }
         d.deserialize_any(V)

@@ -603,12 +603,91 @@ fn cluster_table() {
 }
 
 #[test]
+fn cluster_one_url_is_one_shard() {
+    let cl = ok("[cluster]\nredis = \"redis://r1:7000\"\n")
+        .cluster
+        .expect("cluster");
+    let one = RedisShard {
+        url: "redis://r1:7000".to_owned(),
+        addr: ("r1".to_owned(), 7000),
+    };
+    assert_eq!(cl.shards, vec![one]);
+    assert_eq!(cl.for_shard(0), cl);
+}
+
+#[test]
+fn cluster_redis_list_is_the_shards_in_file_order() {
+    let text = "[cluster]\nredis = [\"redis://b:6380\", \"redis://a\", \"redis://[::1]:7\"]\n";
+    let cl = ok(text).cluster.expect("cluster");
+    let urls: Vec<&str> = cl.shards.iter().map(|s| s.url.as_str()).collect();
+    assert_eq!(urls, ["redis://b:6380", "redis://a", "redis://[::1]:7"]);
+    let addrs: Vec<(&str, u16)> = cl
+        .shards
+        .iter()
+        .map(|s| (s.addr.0.as_str(), s.addr.1))
+        .collect();
+    assert_eq!(addrs, [("b", 6380), ("a", 6379), ("::1", 7)]);
+    // The Redis thread of shard 1 sees shard 1's address; the rest is shared.
+    let second = cl.for_shard(1);
+    assert_eq!(second.redis_url, "redis://a");
+    assert_eq!(second.redis, ("a".to_owned(), 6379));
+    assert_eq!(
+        (second.shards, second.prefix),
+        (cl.shards.clone(), cl.prefix.clone())
+    );
+    // A list of one is the same as the URL alone.
+    let single = ok("[cluster]\nredis = [\"redis://a\"]\n")
+        .cluster
+        .expect("cluster");
+    assert_eq!(
+        single,
+        ok("[cluster]\nredis = \"redis://a\"\n")
+            .cluster
+            .expect("cluster")
+    );
+}
+
+#[test]
+fn cluster_redis_list_errors_point_at_the_url() {
+    // Empty: at the list.
+    assert_eq!(
+        err("[cluster]\nredis = []\n"),
+        "2:9: [cluster] redis: the list is empty; name at least one Redis"
+    );
+    // A bad URL in the list: at that URL, not at the list.
+    assert_eq!(
+        err("[cluster]\nredis = [\n  \"redis://a\",\n  \"http://b\",\n]\n"),
+        "4:3: [cluster] redis: \"http://b\" is not a redis:// URL"
+    );
+    assert_eq!(
+        err("[cluster]\nredis = [\"redis://a\", \"redis://b:0\"]\n"),
+        "2:23: [cluster] redis: \"redis://b:0\": bad port"
+    );
+    // The same server twice, also when one names the default port or another case.
+    assert_eq!(
+        err("[cluster]\nredis = [\"redis://a\", \"redis://b\", \"redis://A:6379\"]\n"),
+        "2:36: [cluster] redis: \"redis://A:6379\" is the same server as \"redis://a\", \
+         listed before it"
+    );
+    // Not a string nor a list of strings.
+    let e = err("[cluster]\nredis = 6379\n");
+    assert!(e.starts_with("2:9: "), "{e}");
+    assert!(
+        e.contains("a URL \"redis://host[:port]\" or a list of them"),
+        "{e}"
+    );
+    let e = err("[cluster]\nredis = [\"redis://a\", 1]\n");
+    assert!(e.starts_with("2:"), "{e}");
+}
+
+#[test]
 fn cluster_errors() {
     for (text, says) in [
         ("[cluster]\n", "needs redis"),
+        ("[cluster]\nredis = []\n", "list is empty"),
         (
-            "[cluster]\nredis = [\"redis://a\", \"redis://b\"]\n",
-            "one URL",
+            "[cluster]\nredis = [\"redis://a\", \"redis://a\"]\n",
+            "same server",
         ),
         ("[cluster]\nredis = \"http://a\"\n", "not a redis://"),
         ("[cluster]\nredis = \"redis://:pw@a:1\"\n", "credentials"),

@@ -12,7 +12,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::api::validate_api;
-use super::raw::{RawAuth, RawCluster, RawConfig, RawDuration, RawListen, RawServer, RawSize};
+use super::raw::{
+    RawAuth, RawCluster, RawConfig, RawDuration, RawListen, RawRedis, RawServer, RawSize,
+};
 use super::room::validate_room;
 use super::units::{human_size, parse_duration, parse_size};
 use super::*;
@@ -100,25 +102,16 @@ fn validate(raw: RawConfig, text: &str, base: Option<&Path>) -> Result<Config, I
     })
 }
 
-/// `[cluster]`: one `redis://host[:port]` URL; `name` and `prefix` without spaces.
+/// `[cluster]`: one `redis://host[:port]` URL or a list of them, each a different server;
+/// `name` and `prefix` without spaces.
 fn validate_cluster(raw: Spanned<RawCluster>) -> Result<ClusterConfig, Invalid> {
     let table = raw.span();
     let raw = raw.into_inner();
     let Some(redis) = raw.redis else {
-        let message = "[cluster] needs redis (a URL such as \"redis://127.0.0.1:6379\")";
+        let message = "[cluster] needs redis (a URL such as \"redis://127.0.0.1:6379\", or a list)";
         return Err(Invalid::new(table, message));
     };
-    let span = redis.span();
-    let url = match redis.into_inner() {
-        toml::Value::String(url) => url,
-        toml::Value::Array(_) => {
-            let message = "[cluster] redis: one URL for now (rooms are not spread over several \
-                           Redis yet)";
-            return Err(Invalid::new(span, message));
-        }
-        _ => return Err(Invalid::new(span, "[cluster] redis: expected a URL string")),
-    };
-    let redis = parse_redis_url(&url).map_err(|why| Invalid::new(span.clone(), why))?;
+    let shards = validate_redis(redis)?;
     let word = |v: Option<Spanned<String>>, default: &str, key: &str| match v {
         None => Ok(default.to_owned()),
         Some(v)
@@ -139,11 +132,43 @@ fn validate_cluster(raw: Spanned<RawCluster>) -> Result<ClusterConfig, Invalid> 
         return Err(Invalid::new(table, "[cluster] prefix: must not be empty"));
     }
     Ok(ClusterConfig {
-        redis_url: url,
-        redis,
+        redis_url: shards[0].url.clone(),
+        redis: shards[0].addr.clone(),
+        shards,
         name,
         prefix,
     })
+}
+
+/// `redis`: the shards in file order. The same server twice (`redis://a` and
+/// `redis://a:6379` too) is refused: it would hold the rooms of two shards, and an operator who
+/// wrote it meant something else.
+fn validate_redis(raw: Spanned<RawRedis>) -> Result<Vec<RedisShard>, Invalid> {
+    let span = raw.span();
+    let written = match raw.into_inner() {
+        RawRedis::One(url) => vec![Spanned::new(span, url)],
+        RawRedis::Many(list) if list.is_empty() => {
+            let message = "[cluster] redis: the list is empty; name at least one Redis";
+            return Err(Invalid::new(span, message));
+        }
+        RawRedis::Many(list) => list,
+    };
+    let mut shards: Vec<RedisShard> = Vec::with_capacity(written.len());
+    for url in written {
+        let span = url.span();
+        let url = url.into_inner();
+        let (host, port) = parse_redis_url(&url).map_err(|why| Invalid::new(span.clone(), why))?;
+        let addr = (host.to_ascii_lowercase(), port);
+        if let Some(first) = shards.iter().find(|s| s.addr == addr) {
+            let message = format!(
+                "[cluster] redis: {url:?} is the same server as {:?}, listed before it",
+                first.url
+            );
+            return Err(Invalid::new(span, message));
+        }
+        shards.push(RedisShard { url, addr });
+    }
+    Ok(shards)
 }
 
 /// `redis://host[:port]` (an IPv6 host in brackets). Credentials and database numbers are not

@@ -213,16 +213,25 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
     let cluster = match &config.cluster {
         Some(c) => {
             let name = node_name(&c.name, &config);
+            let urls: Vec<&str> = c.shards.iter().map(|s| s.url.as_str()).collect();
             info!(
-                "cluster: node {name}, redis {}, prefix {:?}",
-                c.redis_url, c.prefix
+                "cluster: node {name}, redis {}, prefix {:?}{}",
+                urls.join(", "),
+                c.prefix,
+                if urls.len() > 1 {
+                    " (rooms spread by jump hash of the path)"
+                } else {
+                    ""
+                }
             );
-            let link = cluster::spawn(c, name.clone(), mailboxes.clone(), seed ^ 0x5eed)
-                .map_err(setup("the Redis thread"))?;
-            let state = Arc::clone(&link.state);
+            let links = cluster::spawn(c, name.clone(), mailboxes.clone(), seed ^ 0x5eed)
+                .map_err(setup("the Redis threads"))?;
+            // The registry keeps its node snapshots on the first Redis of the list (the one
+            // `c.redis` names), and answers 503 while that one is down.
+            let state = Arc::clone(&links.shards[0].state);
             let registry = cluster::registry::spawn(c, name, to_acceptor.clone(), state)
                 .map_err(setup("the registry thread"))?;
-            Some((link, registry))
+            Some((links, registry))
         }
         None => None,
     };
@@ -307,7 +316,7 @@ pub fn run(config: Config, source: Option<ConfigSource>) -> Result<(), ServerErr
         api: api_mailbox,
         api_counters,
         tuned,
-        cluster: cluster.map(|c| c.state),
+        cluster: cluster.map(|c| c.health()),
         registry,
     })
     .map_err(setup("the acceptor loop"))?;

@@ -90,8 +90,9 @@ pub struct WorkerSetup {
     pub flow: Arc<WorkerFlow>,
     /// Seeds the epochs of the rooms this worker owns.
     pub seed: u64,
-    /// The Redis thread, with `[cluster]`: it numbers the rooms this worker owns.
-    pub cluster: Option<super::cluster::Link>,
+    /// The Redis threads, one per shard, with `[cluster]`: they number the rooms this worker
+    /// owns.
+    pub cluster: Option<super::cluster::Links>,
 }
 
 /// Something from another thread waiting for its turn: a batch of envelopes is taken apart, so
@@ -144,8 +145,9 @@ struct Worker {
     /// Connections with a replay still behind whose socket took everything last pass: they are
     /// written again next pass (no writable edge will come for them).
     replaying: Vec<usize>,
-    /// `[cluster]`: the Redis thread, and what this pass has for it.
-    cluster: Option<super::cluster::Link>,
+    /// `[cluster]`: the Redis threads, and this worker's batch for each.
+    cluster: Option<cluster::Cluster>,
+    /// What this pass has for the Redis threads, in order; split by shard when flushed.
     to_cluster: Vec<super::cluster::ToCluster>,
 }
 
@@ -183,7 +185,7 @@ pub fn run(setup: WorkerSetup) -> io::Result<()> {
         fault_poll: None,
         full: false,
         replaying: Vec::new(),
-        cluster: setup.cluster,
+        cluster: setup.cluster.map(cluster::Cluster::new),
         to_cluster: Vec::new(),
     };
     if w.cluster.is_some() {

@@ -42,8 +42,17 @@ impl Acceptor {
                 source.path.display()
             );
         }
+        if new.cluster != self.config.cluster {
+            // The Redis threads (one per shard) are made at start; a new list on a running
+            // node would also move rooms away from the other nodes' shards.
+            warn!(
+                "{}: [cluster] changed; it cannot change on reload: restart every node to apply",
+                source.path.display()
+            );
+        }
         new.server.listen = self.config.server.listen.clone();
         new.server.workers = self.config.server.workers;
+        new.cluster = self.config.cluster.clone();
         let s = &new.server;
         self.admission
             .set_limits(s.max_connections, s.max_connections_per_ip);

@@ -25,7 +25,8 @@ impl Acceptor {
                 let body = format!("worker w{w} stalled\n");
                 return Answer::Http(http::response(Status::ServiceUnavailable, &[], &body));
             }
-            if self.cluster.as_ref().is_some_and(|c| !c.is_up()) {
+            // Any Redis down: its rooms cannot be served here, send new clients elsewhere.
+            if self.cluster.as_ref().is_some_and(|c| !c.all_up()) {
                 let body = "redis unavailable\n";
                 return Answer::Http(http::response(Status::ServiceUnavailable, &[], body));
             }
@@ -149,9 +150,10 @@ impl Acceptor {
             req.forwarded_for.as_deref(),
             &self.config.server.trusted_proxies,
         );
-        if self.cluster.as_ref().is_some_and(|c| !c.is_up()) {
-            // Nothing can be sequenced, and a new room could not learn its epoch: send the
-            // client to another node (the load balancer sees /healthz 503 too).
+        if self.cluster.as_ref().is_some_and(|c| !c.up_for(&req.path)) {
+            // Nothing of the room can be sequenced, and a new room could not learn its epoch:
+            // send the client to another node (the load balancer sees /healthz 503 too). Rooms
+            // on the other Redis shards still take members.
             return refuse(
                 &mut self.counts,
                 Status::ServiceUnavailable,

@@ -141,8 +141,8 @@ pub struct AcceptorSetup {
     pub api: Option<Mailbox<crate::server::api::ToApi>>,
     /// Per listener, what [`tune`] set on it.
     pub tuned: Vec<Tuned>,
-    /// The Redis link's state, with `[cluster]`: `/healthz` and `/metrics` report it.
-    pub cluster: Option<Arc<crate::server::cluster::ClusterState>>,
+    /// The Redis shards' states, with `[cluster]`: `/healthz` and `/metrics` report them.
+    pub cluster: Option<crate::server::cluster::ClusterHealth>,
     /// With `[cluster]`: answers the API's room list, room info and presence over every node.
     pub registry: Option<crate::server::cluster::Registry>,
     /// The API thread's counters, for `/metrics`, when `[api]` is configured.
@@ -187,7 +187,7 @@ struct Acceptor {
     /// Per listener: its sockets inherit `TCP_NODELAY` (set once on the listener) and its
     /// connections wait in the kernel until they have sent something (`TCP_DEFER_ACCEPT`).
     tuned: Vec<Tuned>,
-    cluster: Option<Arc<crate::server::cluster::ClusterState>>,
+    cluster: Option<crate::server::cluster::ClusterHealth>,
     registry: Option<crate::server::cluster::Registry>,
 }
 

@@ -1,5 +1,6 @@
-//! Scale-out over Redis (`[cluster]`): one Redis thread per node numbers the rooms' messages in
-//! Redis and brings every room's messages, from every node, back to the room's owner worker.
+//! Scale-out over Redis (`[cluster]`): one Redis thread per Redis shard numbers the rooms'
+//! messages in Redis and brings every room's messages, from every node, back to the room's owner
+//! worker.
 //!
 //! ```text
 //!  owner worker ──Attach/Detach/Publish──▶ redis thread ──EVAL (pipelined)──▶ Redis
@@ -25,6 +26,12 @@
 //! answered its script, so what the workers have on their way here is bounded the way the links
 //! between workers are.
 //!
+//! **Shards.** `[cluster] redis` may list several Redis: each room lives on exactly one, the
+//! same on every node, picked by [`shard_of`] (jump hash of the room path, see `shard`). Each
+//! shard has its own thread and state ([`Links`], [`ClusterHealth`]); an owner worker sends
+//! each room's messages to its shard's thread, and any thread answers any worker. `/healthz` is
+//! 503 while any shard is down; new members are refused only for rooms on a shard that is down.
+//!
 //! The client is ours (`resp`, `sock`, `link`), on mio like the rest: see `link` for why.
 
 mod envelope;
@@ -32,6 +39,7 @@ mod link;
 pub mod registry;
 pub mod resp;
 mod scripts;
+mod shard;
 mod sock;
 
 use std::sync::Arc;
@@ -50,6 +58,7 @@ use crate::relay::{RoomId, WorkerId};
 
 pub use link::{PROBE_INTERVAL, REPLY_TIMEOUT};
 pub use registry::Registry;
+pub use shard::shard_of;
 
 /// Who published a message: a member (its worker and id), or an API call waiting for the
 /// message's number.
@@ -147,9 +156,11 @@ pub enum FromCluster {
     Refused { member: MemberId },
 }
 
-/// The link's state and counters, shared by the Redis thread, the workers and the acceptor.
+/// One Redis thread's state and counters, shared by it, the workers and the acceptor.
 #[derive(Debug, Default)]
 pub struct ClusterState {
+    /// The shard's Redis, `redis://host[:port]` as configured: the `redis` label of its metrics.
+    pub url: String,
     /// Redis answered since the link was last made: `/healthz` is 200.
     pub up: AtomicBool,
     /// Members' messages dropped because Redis could not number them (down, or an error).
@@ -176,77 +187,101 @@ impl ClusterState {
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
+}
 
-    /// The Prometheus lines for `/metrics`.
+/// Every shard's state, in `[cluster] redis` order: what the acceptor reports and admits by.
+#[derive(Debug, Clone)]
+pub struct ClusterHealth {
+    pub shards: Vec<Arc<ClusterState>>,
+}
+
+impl ClusterHealth {
+    /// Every Redis answers. A room on a Redis that does not cannot be served, so `/healthz`
+    /// says 503 as soon as one is down: the load balancer sends new clients to a node that
+    /// can serve them all (if one can).
+    pub fn all_up(&self) -> bool {
+        self.shards.iter().all(|s| s.is_up())
+    }
+
+    /// The shard of the room at `path` answers: a new member of it can be welcomed.
+    pub fn up_for(&self, path: &str) -> bool {
+        self.shards[shard_of(path, self.shards.len())].is_up()
+    }
+
+    /// The Prometheus lines for `/metrics`: counters summed over the shards under the names a
+    /// single Redis had; `redis_up` one line per shard, labelled with its URL.
     pub fn render(&self) -> String {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
-            out.push_str(&format!(
-                "# HELP wsrelay_cluster_{name} {help}\n# TYPE wsrelay_cluster_{name} {kind}\n\
-                 wsrelay_cluster_{name} {v}\n"
-            ));
-        };
-        metric(
+        head(
+            &mut out,
             "redis_up",
             "gauge",
-            "1 when Redis answers.",
-            u64::from(self.is_up()),
+            "1 when this Redis shard answers.",
         );
-        metric(
-            "dropped_total",
-            "counter",
-            "Members' messages dropped because Redis could not sequence them.",
-            get(&self.dropped),
-        );
-        metric(
-            "unconfirmed_total",
-            "counter",
-            "Messages sent to Redis whose answer was lost with the connection.",
-            get(&self.unconfirmed),
-        );
-        metric(
-            "published_total",
-            "counter",
-            "Messages sequenced by Redis for this node.",
-            get(&self.published),
-        );
-        metric(
-            "received_total",
-            "counter",
-            "Messages received from the Redis subscriptions.",
-            get(&self.received),
-        );
-        metric(
-            "duplicates_total",
-            "counter",
-            "Messages dropped because their sequence number was handed out already.",
-            get(&self.duplicates),
-        );
-        metric(
-            "reconnects_total",
-            "counter",
-            "Times the Redis connections were made again after a failure.",
-            get(&self.reconnects),
-        );
-        metric(
-            "gap_filled_total",
-            "counter",
-            "Messages read from a room's stream to fill a gap in its sequence.",
-            get(&self.filled),
-        );
-        metric(
-            "missed_total",
-            "counter",
-            "Messages members missed because a gap in a room's sequence could not be filled.",
-            get(&self.missed),
-        );
-        metric(
-            "resets_total",
-            "counter",
-            "Times a room was reset: v1 members were told to reload.",
-            get(&self.resets),
-        );
+        for s in &self.shards {
+            out.push_str(&format!(
+                "wsrelay_cluster_redis_up{{redis=\"{}\"}} {}\n",
+                label_value(&s.url),
+                u8::from(s.is_up())
+            ));
+        }
+        type Counter = fn(&ClusterState) -> &AtomicU64;
+        let counters: [(&str, &str, Counter); 9] = [
+            (
+                "dropped_total",
+                "Members' messages dropped because Redis could not sequence them.",
+                |s| &s.dropped,
+            ),
+            (
+                "unconfirmed_total",
+                "Messages sent to Redis whose answer was lost with the connection.",
+                |s| &s.unconfirmed,
+            ),
+            (
+                "published_total",
+                "Messages sequenced by Redis for this node.",
+                |s| &s.published,
+            ),
+            (
+                "received_total",
+                "Messages received from the Redis subscriptions.",
+                |s| &s.received,
+            ),
+            (
+                "duplicates_total",
+                "Messages dropped because their sequence number was handed out already.",
+                |s| &s.duplicates,
+            ),
+            (
+                "reconnects_total",
+                "Times the Redis connections were made again after a failure.",
+                |s| &s.reconnects,
+            ),
+            (
+                "gap_filled_total",
+                "Messages read from a room's stream to fill a gap in its sequence.",
+                |s| &s.filled,
+            ),
+            (
+                "missed_total",
+                "Messages members missed because a gap in a room's sequence could not be filled.",
+                |s| &s.missed,
+            ),
+            (
+                "resets_total",
+                "Times a room was reset: v1 members were told to reload.",
+                |s| &s.resets,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let sum: u64 = self
+                .shards
+                .iter()
+                .map(|s| counter(s).load(Ordering::Relaxed))
+                .sum();
+            head(&mut out, name, "counter", help);
+            out.push_str(&format!("wsrelay_cluster_{name} {sum}\n"));
+        }
         out
     }
 }
@@ -262,16 +297,68 @@ pub fn read_everything(value: &resp::Value, bytes: &[u8]) {
     let _ = envelope::parse_envelope(bytes, u64::MAX);
 }
 
-/// A worker's side of the Redis thread.
+/// The `# HELP` and `# TYPE` lines of `wsrelay_cluster_<name>`.
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    out.push_str(&format!(
+        "# HELP wsrelay_cluster_{name} {help}\n# TYPE wsrelay_cluster_{name} {kind}\n"
+    ));
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A worker's side of one Redis thread.
 #[derive(Debug, Clone)]
 pub struct Link {
     pub to_redis: Mailbox<Vec<ToCluster>>,
     pub state: Arc<ClusterState>,
 }
 
-/// Start the Redis thread. `workers` are the workers' mailboxes by id (the owners it answers).
+/// A worker's side of every Redis thread, one per shard in `[cluster] redis` order.
+#[derive(Debug, Clone)]
+pub struct Links {
+    pub shards: Vec<Link>,
+}
+
+impl Links {
+    /// The shard of the room at `path`: the same on every node (see `shard`).
+    pub fn shard_of(&self, path: &str) -> usize {
+        shard_of(path, self.shards.len())
+    }
+
+    /// What the acceptor needs: the states.
+    pub fn health(&self) -> ClusterHealth {
+        ClusterHealth {
+            shards: self.shards.iter().map(|l| Arc::clone(&l.state)).collect(),
+        }
+    }
+}
+
+/// Start one Redis thread per shard. `workers` are the workers' mailboxes by id (the owners
+/// they answer); `seed` makes each thread's node id (told apart from other nodes' in envelopes).
 pub fn spawn(
     config: &ClusterConfig,
+    name: String,
+    workers: Vec<Mailbox<ToWorker>>,
+    seed: u64,
+) -> std::io::Result<Links> {
+    let shards = (0..config.shards.len())
+        .map(|i| {
+            let seed = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            spawn_one(&config.for_shard(i), i, name.clone(), workers.clone(), seed)
+        })
+        .collect::<std::io::Result<_>>()?;
+    Ok(Links { shards })
+}
+
+/// Start the Redis thread of shard `i`, whose address `config.redis` names.
+fn spawn_one(
+    config: &ClusterConfig,
+    i: usize,
     name: String,
     workers: Vec<Mailbox<ToWorker>>,
     seed: u64,
@@ -279,11 +366,71 @@ pub fn spawn(
     let poll = mio::Poll::new()?;
     let waker = Arc::new(mio::Waker::new(poll.registry(), link::WAKER)?);
     let (to_redis, inbox): (_, Receiver<Vec<ToCluster>>) = Mailbox::new(Arc::clone(&waker));
-    let state = Arc::new(ClusterState::default());
+    let state = Arc::new(ClusterState {
+        url: config.redis_url.clone(),
+        ..ClusterState::default()
+    });
     let shared = Arc::clone(&state);
     let thread = link::Redis::new(config, name, poll, inbox, workers, shared, seed, waker);
     std::thread::Builder::new()
-        .name("wsrelay-redis".into())
+        .name(format!("wsrelay-redis{i}"))
         .spawn(move || thread.run())?;
     Ok(Link { to_redis, state })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(url: &str, up: bool, published: u64) -> Arc<ClusterState> {
+        let s = ClusterState {
+            url: url.to_owned(),
+            ..ClusterState::default()
+        };
+        s.up.store(up, Ordering::Relaxed);
+        s.published.store(published, Ordering::Relaxed);
+        Arc::new(s)
+    }
+
+    #[test]
+    fn health_is_per_shard() {
+        let h = ClusterHealth {
+            shards: vec![state("redis://a", true, 0), state("redis://b", false, 0)],
+        };
+        assert!(!h.all_up());
+        let on = |shard| {
+            (0..)
+                .map(|i| format!("/r/{i}"))
+                .find(|p| shard_of(p, 2) == shard)
+                .unwrap()
+        };
+        assert!(h.up_for(&on(0)));
+        assert!(!h.up_for(&on(1)));
+        h.shards[1].up.store(true, Ordering::Relaxed);
+        assert!(h.all_up());
+    }
+
+    #[test]
+    fn metrics_sum_counters_and_label_each_shard() {
+        let h = ClusterHealth {
+            shards: vec![
+                state("redis://a", true, 3),
+                state("redis://\"odd\\\n", false, 4),
+            ],
+        };
+        let text = h.render();
+        assert!(text.contains("wsrelay_cluster_redis_up{redis=\"redis://a\"} 1\n"));
+        assert!(text.contains("wsrelay_cluster_redis_up{redis=\"redis://\\\"odd\\\\\\n\"} 0\n"));
+        assert!(text.contains("\nwsrelay_cluster_published_total 7\n"));
+        assert_eq!(
+            text.matches("# TYPE wsrelay_cluster_redis_up gauge")
+                .count(),
+            1
+        );
+        // One HELP and one TYPE per family, however many shards.
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        let unique: std::collections::HashSet<&&str> = types.iter().collect();
+        assert_eq!(unique.len(), types.len(), "{text}");
+        assert_eq!(text.matches("# HELP ").count(), types.len());
+    }
 }

@@ -45,8 +45,8 @@ impl Worker {
                 );
                 if let Some(c) = &self.cluster {
                     // Numbered in Redis: the answer comes from the Redis thread, with the
-                    // cluster's number, or a 503 when Redis cannot take it.
-                    if !c.state.is_up() {
+                    // cluster's number, or a 503 when the room's Redis cannot take it.
+                    if !c.state_for(&path).is_up() {
                         return reply.done(Outcome::Refused {
                             status: 503,
                             reason: "redis unavailable".into(),

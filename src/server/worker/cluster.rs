@@ -1,11 +1,12 @@
-//! A worker's side of `[cluster]`: the rooms it owns are numbered by the Redis thread, which
-//! hands their messages back here (see `server::cluster`).
+//! A worker's side of `[cluster]`: the rooms it owns are numbered by the Redis thread of the
+//! room's shard, which hands their messages back here (see `server::cluster`).
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use super::super::bus::MemberId;
-use super::super::cluster::{FromCluster, LocalOrigin, ToCluster};
+use super::super::cluster::{ClusterState, FromCluster, Links, LocalOrigin, ToCluster};
 use super::super::wire::{self, Opcode};
 use super::fanout::conn_of;
 use super::{Fanout, Worker};
@@ -21,6 +22,60 @@ const ELSEWHERE: Origin<MemberId> = Origin {
         generation: 0,
     },
 };
+
+/// The Redis threads, and where this worker's messages for them go.
+pub(super) struct Cluster {
+    links: Links,
+    /// What this pass has for each shard, in `links.shards` order.
+    batches: Vec<Vec<ToCluster>>,
+    /// The shard of each room this worker owns and has attached. `Detach` carries no path, and
+    /// the room's record (with its path) may be gone by then: remembering the shard at `Attach`
+    /// costs one entry per attached room and spares hashing the path again.
+    rooms: HashMap<RoomId, usize>,
+}
+
+impl Cluster {
+    pub(super) fn new(links: Links) -> Cluster {
+        Cluster {
+            batches: links.shards.iter().map(|_| Vec::new()).collect(),
+            links,
+            rooms: HashMap::new(),
+        }
+    }
+
+    /// Where this worker's own counts go (duplicates, gaps filled or not): the first shard's
+    /// state. `/metrics` sums every counter over the shards, so which one holds a count the
+    /// worker makes itself does not show.
+    pub(super) fn counts(&self) -> &ClusterState {
+        &self.links.shards[0].state
+    }
+
+    /// The state of the Redis shard the room at `path` lives on.
+    pub(super) fn state_for(&self, path: &str) -> &ClusterState {
+        &self.links.shards[self.links.shard_of(path)].state
+    }
+
+    /// Put `msg` in its room's shard's batch.
+    fn route(&mut self, msg: ToCluster) {
+        let shard = match &msg {
+            ToCluster::Attach { room, path, .. } => {
+                let shard = self.links.shard_of(path);
+                self.rooms.insert(*room, shard);
+                shard
+            }
+            ToCluster::Publish { path, .. }
+            | ToCluster::Range { path, .. }
+            | ToCluster::Share { path, .. }
+            | ToCluster::History { path, .. } => self.links.shard_of(path),
+            // Never attached here (closed before): no Redis thread knows it.
+            ToCluster::Detach { room } => match self.rooms.remove(room) {
+                Some(shard) => shard,
+                None => return,
+            },
+        };
+        self.batches[shard].push(msg);
+    }
+}
 
 /// What a v1 member gets when its message could not be numbered (Redis unavailable).
 const UNAVAILABLE: &str = r#"{"type":"error","code":"unavailable"}"#;
@@ -49,7 +104,7 @@ impl Worker {
                         self.hub
                             .sequenced(room, epoch, seq, origin, frame, &mut fanout!(self));
                     if !handed && let Some(c) = &self.cluster {
-                        c.state.duplicates.fetch_add(1, Ordering::Relaxed);
+                        c.counts().duplicates.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 FromCluster::Ranged { req, answer } => {
@@ -76,9 +131,10 @@ impl Worker {
         }
         let gaps = self.hub.take_gap_counts();
         if let Some(c) = &self.cluster {
-            c.state.filled.fetch_add(gaps.filled, Ordering::Relaxed);
-            c.state.missed.fetch_add(gaps.missed, Ordering::Relaxed);
-            c.state.resets.fetch_add(gaps.resets, Ordering::Relaxed);
+            let counts = c.counts();
+            counts.filled.fetch_add(gaps.filled, Ordering::Relaxed);
+            counts.missed.fetch_add(gaps.missed, Ordering::Relaxed);
+            counts.resets.fetch_add(gaps.resets, Ordering::Relaxed);
         }
     }
 
@@ -104,12 +160,117 @@ impl Worker {
         }
     }
 
-    /// Send the Redis thread what this pass has for it.
+    /// Send each Redis thread what this pass has for it: each message to its room's shard, in
+    /// the pass's order (a room's messages all go to one shard, so their order holds).
     pub(super) fn flush_cluster(&mut self) {
-        if let Some(c) = &self.cluster
-            && !self.to_cluster.is_empty()
-        {
-            c.to_redis.send(std::mem::take(&mut self.to_cluster));
+        let Some(c) = &mut self.cluster else { return };
+        if self.to_cluster.is_empty() {
+            return;
         }
+        for msg in self.to_cluster.drain(..) {
+            c.route(msg);
+        }
+        for (link, batch) in c.links.shards.iter().zip(&mut c.batches) {
+            if !batch.is_empty() {
+                link.to_redis.send(std::mem::take(batch));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crossbeam_channel::Receiver;
+
+    use super::super::super::bus::{Frame, Mailbox};
+    use super::super::super::cluster::{Link, Sender, shard_of};
+    use super::*;
+    use crate::relay::history::Keep;
+    use crate::relay::hub::Ask;
+
+    fn shards(n: usize) -> (mio::Poll, Cluster, Vec<Receiver<Vec<ToCluster>>>) {
+        let poll = mio::Poll::new().unwrap();
+        let (mut links, mut inboxes) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let waker = mio::Waker::new(poll.registry(), mio::Token(i)).unwrap();
+            let (to_redis, inbox) = Mailbox::new(Arc::new(waker));
+            links.push(Link {
+                to_redis,
+                state: Arc::default(),
+            });
+            inboxes.push(inbox);
+        }
+        (poll, Cluster::new(Links { shards: links }), inboxes)
+    }
+
+    fn path_on(shard: usize, n: usize) -> Arc<str> {
+        let p = (0..)
+            .map(|i| format!("/r/{i}"))
+            .find(|p| shard_of(p, n) == shard);
+        Arc::from(p.unwrap().as_str())
+    }
+
+    #[test]
+    fn each_message_goes_to_its_rooms_shard_and_detach_follows_attach() {
+        let (_poll, mut c, _inboxes) = shards(3);
+        let (room, path) = (RoomId(7), path_on(2, 3));
+        let frame = Arc::new(Frame::new(Box::from(&b"x"[..]), None));
+        let member = MemberId {
+            key: 1,
+            generation: 0,
+        };
+        let keep = Keep::NONE;
+        c.route(ToCluster::Attach {
+            room,
+            path: Arc::clone(&path),
+            keep,
+        });
+        c.route(ToCluster::Range {
+            room,
+            path: Arc::clone(&path),
+            req: 1,
+            ask: Ask::Last(1),
+            ttl: None,
+        });
+        c.route(ToCluster::Share {
+            path: Arc::clone(&path),
+            frame: Arc::clone(&frame),
+        });
+        c.route(ToCluster::Publish {
+            path,
+            keep,
+            sender: Sender::Member(WorkerId(0), member),
+            frame,
+        });
+        c.route(ToCluster::Detach { room });
+        // Never attached: no shard knows it, nothing is sent.
+        c.route(ToCluster::Detach { room: RoomId(8) });
+        let kinds: Vec<Vec<&str>> = c
+            .batches
+            .iter()
+            .map(|b| {
+                b.iter()
+                    .map(|m| match m {
+                        ToCluster::Attach { .. } => "attach",
+                        ToCluster::Publish { .. } => "publish",
+                        ToCluster::Detach { .. } => "detach",
+                        ToCluster::Range { .. } => "range",
+                        ToCluster::Share { .. } => "share",
+                        ToCluster::History { .. } => "history",
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                vec![],
+                vec![],
+                vec!["attach", "range", "share", "publish", "detach"]
+            ]
+        );
+        assert!(c.rooms.is_empty(), "a detached room is forgotten");
     }
 }
