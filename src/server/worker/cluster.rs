@@ -236,7 +236,9 @@ mod tests {
         });
         c.route(ToCluster::Share {
             path: Arc::clone(&path),
-            frame: Arc::clone(&frame),
+            frame: Some(Arc::clone(&frame)),
+            members: 1,
+            ask: false,
         });
         c.route(ToCluster::Publish {
             path,
