@@ -147,6 +147,8 @@ struct Worker {
     replaying: Vec<usize>,
     /// `[cluster]`: the Redis threads, and this worker's batch for each.
     cluster: Option<cluster::Cluster>,
+    /// How members are named (welcome, presence).
+    names: fanout::MemberNames,
     /// What this pass has for the Redis threads, in order; split by shard when flushed.
     to_cluster: Vec<super::cluster::ToCluster>,
 }
@@ -185,6 +187,13 @@ pub fn run(setup: WorkerSetup) -> io::Result<()> {
         fault_poll: None,
         full: false,
         replaying: Vec::new(),
+        names: fanout::MemberNames {
+            me: setup.id,
+            suffix: setup
+                .cluster
+                .as_ref()
+                .map_or_else(|| Arc::from(""), |l| Arc::from(format!("@{}", l.node))),
+        },
         cluster: setup.cluster.map(cluster::Cluster::new),
         to_cluster: Vec::new(),
     };
@@ -205,7 +214,7 @@ fn tick_interval(t: &Timers) -> Duration {
 macro_rules! fanout {
     ($w:ident) => {
         Fanout {
-            me: $w.me,
+            names: &$w.names,
             conns: &mut $w.conns,
             dirty: &mut $w.dirty,
             outgoing: &mut $w.outgoing,
@@ -478,9 +487,12 @@ impl Worker {
         // registered with the owner already).
         // A copy: the hub may admit the member (and its welcome names the room) during the call.
         let path = self.conns[key].path.clone();
-        let presence = settings
-            .presence
-            .map(|rate| (rate, fanout::presence_note(self.me, &self.conns[key], true)));
+        let presence = settings.presence.map(|rate| {
+            (
+                rate,
+                fanout::presence_note(&self.names, &self.conns[key], true),
+            )
+        });
         let joining = Joining {
             echo: settings.echo,
             path: &path,
@@ -577,7 +589,7 @@ impl Worker {
         if let Some(member) = c.member.take() {
             let room = c.room;
             if c.presence {
-                let note = fanout::presence_note(self.me, c, false);
+                let note = fanout::presence_note(&self.names, c, false);
                 self.hub.note_leave(room, note, &mut fanout!(self));
             }
             self.hub.leave(room, member, &mut fanout!(self));

@@ -140,6 +140,19 @@ impl Acceptor {
                 let room = self.admission.find(&path);
                 let target = match who {
                     Who::Member(m) => {
+                        // With a cluster an id names its node (`0-17@b`): this node closes its
+                        // own members only.
+                        let (m, node) = match m.split_once('@') {
+                            Some((m, node)) => (m, Some(node)),
+                            None => (m.as_str(), None),
+                        };
+                        let here = self.cluster.as_ref().map(|c| &*c.node);
+                        if let Some(node) = node
+                            && here != Some(node)
+                        {
+                            let why = format!("member of node {node}: send the call to that node");
+                            return refuse(reply, 421, &why);
+                        }
                         let parsed = m
                             .split_once('-')
                             .and_then(|(w, c)| Some((w.parse::<usize>().ok()?, c.parse().ok()?)));

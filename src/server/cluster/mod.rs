@@ -193,6 +193,8 @@ impl ClusterState {
 #[derive(Debug, Clone)]
 pub struct ClusterHealth {
     pub shards: Vec<Arc<ClusterState>>,
+    /// This node's name: the API's disconnect takes member ids of this node only.
+    pub node: Arc<str>,
 }
 
 impl ClusterHealth {
@@ -322,6 +324,8 @@ pub struct Link {
 #[derive(Debug, Clone)]
 pub struct Links {
     pub shards: Vec<Link>,
+    /// This node's name (`[cluster] name`, or hostname:port).
+    pub node: Arc<str>,
 }
 
 impl Links {
@@ -334,6 +338,7 @@ impl Links {
     pub fn health(&self) -> ClusterHealth {
         ClusterHealth {
             shards: self.shards.iter().map(|l| Arc::clone(&l.state)).collect(),
+            node: Arc::clone(&self.node),
         }
     }
 }
@@ -352,7 +357,8 @@ pub fn spawn(
             spawn_one(&config.for_shard(i), i, name.clone(), workers.clone(), seed)
         })
         .collect::<std::io::Result<_>>()?;
-    Ok(Links { shards })
+    let node = Arc::from(name);
+    Ok(Links { shards, node })
 }
 
 /// Start the Redis thread of shard `i`, whose address `config.redis` names.

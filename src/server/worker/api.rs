@@ -11,7 +11,7 @@ use super::super::cluster::{Sender, ToCluster};
 use super::super::wire::{self, Opcode};
 use super::Worker;
 use super::encode::encode;
-use super::fanout::{Fanout, member_name};
+use super::fanout::Fanout;
 use crate::metrics::CloseReason;
 
 /// The member id a message from outside the room is published as: never a connection's (its
@@ -127,7 +127,6 @@ impl Worker {
                 reply.done(outcome);
             }
             Job::Presence { room } => {
-                let me = self.me;
                 let members = self
                     .hub
                     .local_members(room)
@@ -135,7 +134,7 @@ impl Worker {
                     .filter_map(|id| {
                         let c = self.conns.get(id.key as usize).filter(|c| c.id == id)?;
                         Some(Member {
-                            member: member_name(me, id),
+                            member: self.names.of(id),
                             user: c.user.as_deref().map(str::to_owned),
                             joined: c.joined,
                         })

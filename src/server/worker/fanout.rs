@@ -19,7 +19,7 @@ use crate::relay::hub::{Ask, Origin, Recipients, Share, Sink, Stamp, Welcome};
 use crate::relay::{RoomId, WorkerId};
 
 pub(super) struct Fanout<'a> {
-    pub me: WorkerId,
+    pub names: &'a MemberNames,
     pub conns: &'a mut Slab<Conn>,
     pub dirty: &'a mut Vec<usize>,
     pub outgoing: &'a mut [Vec<HubEnvelope>],
@@ -172,7 +172,7 @@ impl Sink<SharedFrame, MemberId> for Fanout<'_> {
     fn admitted(&mut self, _room: RoomId, member: MemberId, welcome: Welcome<SharedFrame>) {
         if let Some(c) = conn_of(self.conns, member) {
             let first =
-                c.v1.then(|| welcome_frame(&c.path, self.me, member, &welcome));
+                c.v1.then(|| welcome_frame(&c.path, self.names, member, &welcome));
             if c.resuming {
                 match welcome.recovered {
                     true => self.tally.resumes_recovered += 1,
@@ -185,19 +185,34 @@ impl Sink<SharedFrame, MemberId> for Fanout<'_> {
     }
 }
 
-/// A member's id, unique in its room while it is there: its worker and its connection number.
-pub(super) fn member_name(me: WorkerId, id: MemberId) -> String {
-    format!("{}-{}", me.0, id.generation)
+/// How this worker names its members: `<worker>-<connection number>`, unique in a room on one
+/// node, then `@<node>` with `[cluster]`, unique among every node's members.
+#[derive(Debug, Clone)]
+pub(super) struct MemberNames {
+    pub me: WorkerId,
+    /// `""`, or `"@<node>"` with `[cluster]`.
+    pub suffix: Arc<str>,
+}
+
+impl MemberNames {
+    pub(super) fn of(&self, id: MemberId) -> String {
+        format!("{}-{}{}", self.me.0, id.generation, self.suffix)
+    }
 }
 
 /// A v1 member's first frame.
-fn welcome_frame(path: &str, me: WorkerId, id: MemberId, w: &Welcome<SharedFrame>) -> Vec<u8> {
+fn welcome_frame(
+    path: &str,
+    names: &MemberNames,
+    id: MemberId,
+    w: &Welcome<SharedFrame>,
+) -> Vec<u8> {
     let mut json = serde_json::json!({
         "type": "welcome",
         "room": path,
         "epoch": w.epoch.to_string(),
         "seq": w.seq,
-        "member": member_name(me, id),
+        "member": names.of(id),
         "recovered": w.recovered,
         "replayed": w.replay.len(),
     });
@@ -209,10 +224,10 @@ fn welcome_frame(path: &str, me: WorkerId, id: MemberId, w: &Welcome<SharedFrame
 
 /// A member's join or leave event, without its number (the room's owner adds it: `stamp`):
 /// `{"type":"join","member":"<id>","user":<sub or null>` — not a frame yet.
-pub(super) fn presence_note(me: WorkerId, c: &Conn, join: bool) -> SharedFrame {
+pub(super) fn presence_note(names: &MemberNames, c: &Conn, join: bool) -> SharedFrame {
     let json = serde_json::json!({
         "type": if join { "join" } else { "leave" },
-        "member": member_name(me, c.id),
+        "member": names.of(c.id),
         "user": c.user.as_deref(),
     })
     .to_string();

@@ -68,7 +68,12 @@ pub(super) fn merge_presence(lists: &[(String, &[u8])]) -> Vec<Member> {
             continue;
         };
         out.extend(entries.into_iter().map(|e| Member {
-            member: format!("{}@{node}", e.member),
+            // Ids name their node already (`<worker>-<n>@<node>`, as in the welcome).
+            member: if e.member.contains('@') {
+                e.member
+            } else {
+                format!("{}@{node}", e.member)
+            },
             user: e.user,
             joined: e.joined,
         }));
