@@ -39,9 +39,11 @@
 //! after at most [`TIMEOUT`] (3 s, the link's reply timeout) when Redis stops answering this
 //! connection; the connection is made again with a backoff from 250 ms to 5 s.
 
+mod diff;
 mod lua;
 mod merge;
 mod store;
+mod write;
 
 use std::collections::HashMap;
 use std::io;
@@ -65,6 +67,10 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 pub const EXPIRY: Duration = Duration::from_secs(5);
 /// The longest wait for one Redis answer (and for a connect): the link's `REPLY_TIMEOUT`.
 pub const TIMEOUT: Duration = super::REPLY_TIMEOUT;
+/// A full write at least every this many writes (30 s), even when every incremental one went
+/// well: the incremental write notices hashes that are gone, not entries lost one by one (an
+/// operator's `HDEL`, a second node under this node's name), and this puts those right.
+const FULL_EVERY: u32 = 30;
 /// The longest wait for this node's own snapshot (the acceptor and the workers answer in
 /// microseconds; a snapshot past this is dropped and taken again).
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -260,12 +266,13 @@ impl Thread {
                 s.presence.push((path, merge::presence_json(&members)));
             }
         }
-        match &s.rooms {
-            Some(rooms) if s.waiting.is_empty() => {
-                // A node whose Redis is down writes next time; the reads say 503 meanwhile.
-                let _ = self.store.write(rooms, &s.presence);
-            }
-            _ => self.snap = Some(s),
+        if s.rooms.is_some() && s.waiting.is_empty() {
+            let rooms = s.rooms.take().unwrap_or_default();
+            let snap = diff::Snapshot::new(rooms, std::mem::take(&mut s.presence));
+            // A node whose Redis is down writes (all) next time; the reads say 503 meanwhile.
+            let _ = self.store.write(snap);
+        } else {
+            self.snap = Some(s);
         }
     }
 
