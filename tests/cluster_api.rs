@@ -55,7 +55,11 @@ presence = true
 }
 
 fn node(redis: &Redis, name: &str) -> Daemon {
-    let d = Daemon::start(&config(redis, name));
+    node_env(redis, name, &[])
+}
+
+fn node_env(redis: &Redis, name: &str, envs: &[(&str, &str)]) -> Daemon {
+    let d = Daemon::start_env(&config(redis, name), envs);
     let deadline = Instant::now() + Duration::from_secs(20);
     while status(&d.http_get("/healthz").0) != 200 {
         assert!(Instant::now() < deadline, "node {name} never reached Redis");
@@ -103,8 +107,12 @@ fn users(r: &Response) -> Vec<String> {
 }
 
 fn vip(d: &Daemon, user: &str) -> Ws {
+    vip_in(d, "/vip/x", user)
+}
+
+fn vip_in(d: &Daemon, path: &str, user: &str) -> Ws {
     let t = token(SECRET, &format!(r#","sub":"{user}""#));
-    d.connect(&format!("/vip/x?token={t}"), &[])
+    d.connect(&format!("{path}?token={t}"), &[])
 }
 
 #[test]
@@ -336,4 +344,65 @@ fn reads_answer_503_while_redis_is_stopped() {
     });
     assert_eq!(r.json()["room"], "/vip/x");
     drop(member);
+}
+
+/// The rooms of a room list, with their counts.
+fn rooms(r: &Response) -> Vec<(String, u64)> {
+    let list = r.json()["rooms"].as_array().cloned().unwrap_or_default();
+    list.iter()
+        .map(|room| {
+            let path = room["room"].as_str().unwrap_or("?").to_owned();
+            (path, room["members"].as_u64().unwrap_or(0))
+        })
+        .collect()
+}
+
+fn counted(want: &[(&str, u64)]) -> Vec<(String, u64)> {
+    want.iter().map(|(p, n)| (p.to_string(), *n)).collect()
+}
+
+/// Node a writes at most two changes per `EVAL` (`WSRELAY_TEST_REGISTRY_CHUNK`): its full
+/// writes (at start, after `FLUSHALL`) and its incremental ones take several, and b sees all of
+/// a's rooms each time; no fresh key of a full write is left behind.
+#[test]
+fn writes_in_many_chunks_are_complete() {
+    let redis = Redis::start();
+    let a = node_env(&redis, "a", &[("WSRELAY_TEST_REGISTRY_CHUNK", "2")]);
+    let b = node(&redis, "b");
+    let mut on_a: Vec<Ws> = (1..=5)
+        .map(|i| vip_in(&a, &format!("/vip/{i}"), &format!("u{i}")))
+        .collect();
+    let list = "/api/v1/rooms?prefix=/vip/";
+    let want: Vec<(String, u64)> = (1..=5).map(|i| (format!("/vip/{i}"), 1)).collect();
+    until(&b, list, Duration::from_secs(10), |r| rooms(r) == want);
+
+    // Three leave, two join (one where a member stays): one incremental write in chunks.
+    let bound = INTERVAL + SLACK;
+    on_a.drain(..3).for_each(close);
+    on_a.push(vip_in(&a, "/vip/5", "v5"));
+    on_a.push(vip_in(&a, "/vip/6", "v6"));
+    let want = counted(&[("/vip/4", 1), ("/vip/5", 2), ("/vip/6", 1)]);
+    until(&b, list, bound, |r| rooms(r) == want);
+    let r = until(&b, "/api/v1/presence/vip/5", bound, |r| users(r).len() == 2);
+    assert_eq!(users(&r), ["u5", "v5"]);
+
+    assert_eq!(redis.cmd(&["FLUSHALL"]), "OK");
+    let deadline = Instant::now() + INTERVAL * 3 + SLACK;
+    let hlen = |key: &str| redis.cmd(&["HLEN", &format!("wsrelay:node:a:{key}")]);
+    while hlen("rooms") != "3" || hlen("presence") != "3" {
+        assert!(
+            Instant::now() < deadline,
+            "a's hashes not written again after FLUSHALL"
+        );
+        thread::sleep(Duration::from_millis(50)); // polling Redis; the deadline decides
+    }
+    for path in ["/vip/4", "/vip/5", "/vip/6"] {
+        let get = format!("/api/v1/presence{path}");
+        until(&b, &get, bound, |r| r.status == 200 && !users(r).is_empty());
+    }
+    for key in ["rooms:new", "presence:new"] {
+        let exists = redis.cmd(&["EXISTS", &format!("wsrelay:node:a:{key}")]);
+        assert_eq!(exists, "0", "{key} left behind");
+    }
+    drop(on_a);
 }

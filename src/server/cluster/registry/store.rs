@@ -198,6 +198,7 @@ impl Store {
             new_presence: key("presence:new"),
             name: self.name.clone(),
             ttl: EXPIRY.as_millis().to_string(),
+            chunk: write::chunk_fields(),
         }
     }
 

@@ -20,6 +20,23 @@ pub(super) struct Keys {
     pub(super) name: String,
     /// [`super::EXPIRY`] in ms.
     pub(super) ttl: String,
+    /// Changes per `EVAL`: [`chunk_fields`].
+    pub(super) chunk: usize,
+}
+
+/// Changes per `EVAL`: [`CHUNK_FIELDS`]; with the `test-faults` feature,
+/// `WSRELAY_TEST_REGISTRY_CHUNK` when set (the tests make a write of a few rooms take several
+/// chunks).
+pub(super) fn chunk_fields() -> usize {
+    if cfg!(feature = "test-faults")
+        && let Some(n) = std::env::var("WSRELAY_TEST_REGISTRY_CHUNK")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+    {
+        return n;
+    }
+    CHUNK_FIELDS
 }
 
 /// What a write came to.
@@ -57,7 +74,7 @@ pub(super) fn incremental(
     let keys: [&[u8]; 3] = [&k.nodes, &k.rooms, &k.presence];
     let must = |claims: bool| if claims { "1" } else { "0" };
     let check = [must(!old.rooms.is_empty()), must(!old.presence.is_empty())];
-    for (n, chunk) in diff::chunks(&ops, CHUNK_FIELDS, CHUNK_BYTES)
+    for (n, chunk) in diff::chunks(&ops, k.chunk, CHUNK_BYTES)
         .into_iter()
         .enumerate()
     {
@@ -86,7 +103,7 @@ pub(super) fn full(c: &mut Conn, k: &Keys, snap: &Snapshot) -> io::Result<Wrote>
         snap.rooms.len().to_string(),
         snap.presence.len().to_string(),
     );
-    let chunks = diff::chunks(&ops, CHUNK_FIELDS, CHUNK_BYTES);
+    let chunks = diff::chunks(&ops, k.chunk, CHUNK_BYTES);
     let last = chunks.len() - 1;
     for (n, chunk) in chunks.into_iter().enumerate() {
         let first = if n == 0 { "1" } else { "0" };
