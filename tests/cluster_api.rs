@@ -1,7 +1,9 @@
 //! The API's reads over a cluster (`[cluster]`), with a real redis-server and two wsrelay nodes:
-//! room list, room info and presence on either node cover both nodes' members; a node killed
-//! with SIGKILL leaves the lists within the registry's bound (5 s); with Redis stopped the reads
-//! answer 503 with `Retry-After`.
+//! room list, room info and presence on either node cover both nodes' members, and follow a
+//! member joining or leaving on the other node within about one write interval; an idle node's
+//! writes set nothing; after Redis lost its data (`FLUSHALL`) the lists come back complete within
+//! a few intervals; a node killed with SIGKILL leaves the lists within the registry's bound
+//! (5 s); with Redis stopped the reads answer 503 with `Retry-After`.
 
 mod common;
 
@@ -21,6 +23,9 @@ const SECRET: &str = "cluster-api-secret-0123456789abcdef-0123";
 const EXPIRY: Duration = Duration::from_secs(5);
 /// Slack over a bound for the polling itself and a loaded test machine.
 const SLACK: Duration = Duration::from_secs(2);
+/// A node writes its rooms this often (`cluster::registry::INTERVAL`): a change on one node is
+/// in the other's lists about one interval later.
+const INTERVAL: Duration = Duration::from_secs(1);
 
 fn config(redis: &Redis, name: &str) -> String {
     let toml = format!(
@@ -50,7 +55,11 @@ presence = true
 }
 
 fn node(redis: &Redis, name: &str) -> Daemon {
-    let d = Daemon::start(&config(redis, name));
+    node_env(redis, name, &[])
+}
+
+fn node_env(redis: &Redis, name: &str, envs: &[(&str, &str)]) -> Daemon {
+    let d = Daemon::start_env(&config(redis, name), envs);
     let deadline = Instant::now() + Duration::from_secs(20);
     while status(&d.http_get("/healthz").0) != 200 {
         assert!(Instant::now() < deadline, "node {name} never reached Redis");
@@ -98,8 +107,12 @@ fn users(r: &Response) -> Vec<String> {
 }
 
 fn vip(d: &Daemon, user: &str) -> Ws {
+    vip_in(d, "/vip/x", user)
+}
+
+fn vip_in(d: &Daemon, path: &str, user: &str) -> Ws {
     let t = token(SECRET, &format!(r#","sub":"{user}""#));
-    d.connect(&format!("/vip/x?token={t}"), &[])
+    d.connect(&format!("{path}?token={t}"), &[])
 }
 
 #[test]
@@ -109,7 +122,7 @@ fn lists_cover_both_nodes() {
     let (mut on_a, welcome) = v1::join(&a, "/chat");
     let (on_b1, _) = v1::join(&b, "/chat");
     let (on_b2, _) = v1::join(&b, "/chat");
-    let vips = [vip(&a, "alice"), vip(&b, "bob"), vip(&b, "carol")];
+    let (alice, bob, carol) = (vip(&a, "alice"), vip(&b, "bob"), vip(&b, "carol"));
     send_text(&mut on_a, "one");
 
     let within = Duration::from_secs(10);
@@ -159,14 +172,108 @@ fn lists_cover_both_nodes() {
     let r = a.api("GET", "/api/v1/presence/chat", "", b"");
     assert_eq!(r.status, 404, "presence is off in /chat: {}", r.text());
 
-    // A member leaves: both nodes' lists follow.
+    // Members leave and join on b: a's lists follow within about one interval.
+    let bound = INTERVAL + SLACK;
+    let members = |n: u64| move |r: &Response| r.status == 200 && r.json()["members"] == n;
     close(on_b2);
+    let left = Instant::now();
+    until(&a, "/api/v1/rooms/chat", bound, members(2));
+    eprintln!("a member leaving b showed on a after {:?}", left.elapsed());
+    let (on_b3, _) = v1::join(&b, "/chat");
+    until(&a, "/api/v1/rooms/chat", bound, members(3));
+    close(carol);
+    until(&a, "/api/v1/presence/vip/x", bound, |r| {
+        users(r) == ["alice", "bob"]
+    });
+    let dave = vip(&b, "dave");
+    let joined = Instant::now();
+    until(&a, "/api/v1/presence/vip/x", bound, |r| {
+        users(r) == ["alice", "bob", "dave"]
+    });
+    eprintln!(
+        "a member joining b showed on a after {:?}",
+        joined.elapsed()
+    );
+    until(&b, "/api/v1/rooms/chat", bound, members(3));
+    drop((on_a, on_b1, on_b3, alice, bob, dave));
+}
+
+/// `INFO commandstats`' count of calls to `command` (0 when it was never called).
+fn calls(redis: &Redis, command: &str) -> u64 {
+    let info = redis.cmd(&["INFO", "commandstats"]);
+    let line = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("a count"))
+}
+
+/// Wait until node `name` has written (refreshed its liveness) `n` more times.
+fn writes(redis: &Redis, name: &str, n: u64) {
+    let score = || -> u64 {
+        let s = redis.cmd(&["ZSCORE", "wsrelay:nodes", name]);
+        s.parse::<f64>().map_or(0, |f| f as u64)
+    };
+    let (from, deadline) = (score(), Instant::now() + INTERVAL * (n as u32 + 5));
+    while score() < from + n * INTERVAL.as_millis() as u64 {
+        assert!(Instant::now() < deadline, "node {name} stopped writing");
+        thread::sleep(Duration::from_millis(50)); // polling a score; the deadline decides
+    }
+}
+
+#[test]
+fn an_idle_node_only_keeps_itself_live() {
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let members = [vip(&a, "alice"), vip(&a, "bob"), a.connect("/chat", &[])];
+    until(&a, "/api/v1/presence/vip/x", Duration::from_secs(10), |r| {
+        users(r) == ["alice", "bob"]
+    });
+    writes(&redis, "a", 1); // the count above may have been written by a write not yet done
+    redis.cmd(&["CONFIG", "RESETSTAT"]);
+    writes(&redis, "a", 2);
+    assert_eq!(calls(&redis, "hset"), 0, "nothing changed, nothing set");
+    assert_eq!(calls(&redis, "hdel"), 0);
+    assert!(calls(&redis, "zadd") >= 2, "the node stays live");
+    assert_eq!(redis.cmd(&["HLEN", "wsrelay:node:a:rooms"]), "2");
+    drop(members);
+}
+
+#[test]
+fn lists_come_back_after_redis_loses_its_data() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut chat = a.connect("/chat", &[]);
+    let on_b = b.connect("/chat", &[]);
+    let (mut alice, bob) = (vip(&a, "alice"), vip(&b, "bob"));
+    let within = Duration::from_secs(10);
+    let complete = |r: &Response| {
+        r.status == 200 && room_count(r, "/chat") == Some(2) && room_count(r, "/vip/x") == Some(2)
+    };
+    until(&a, "/api/v1/rooms", within, complete);
+
+    assert_eq!(redis.cmd(&["FLUSHALL"]), "OK");
+    let flushed = Instant::now();
+    // The incremental write finds the hashes gone and writes everything again at once: well
+    // before the full write every 30 s would.
+    let bound = INTERVAL * 3 + SLACK;
     for d in [&a, &b] {
-        until(d, "/api/v1/rooms/chat", within, |r| {
-            r.json()["members"] == 2
+        until(d, "/api/v1/presence/vip/x", bound, |r| {
+            r.status == 200 && users(r) == ["alice", "bob"]
         });
     }
-    drop((on_a, on_b1, vips));
+    eprintln!(
+        "presence complete again {:?} after FLUSHALL",
+        flushed.elapsed()
+    );
+    assert!(flushed.elapsed() <= bound);
+    // The room list shows rooms with an epoch, which a room gets again with its next message.
+    send_text(&mut chat, "after the flush");
+    send_text(&mut alice, "after the flush");
+    for d in [&a, &b] {
+        until(d, "/api/v1/rooms", bound, complete);
+    }
+    drop((chat, on_b, alice, bob));
 }
 
 #[test]
@@ -237,4 +344,65 @@ fn reads_answer_503_while_redis_is_stopped() {
     });
     assert_eq!(r.json()["room"], "/vip/x");
     drop(member);
+}
+
+/// The rooms of a room list, with their counts.
+fn rooms(r: &Response) -> Vec<(String, u64)> {
+    let list = r.json()["rooms"].as_array().cloned().unwrap_or_default();
+    list.iter()
+        .map(|room| {
+            let path = room["room"].as_str().unwrap_or("?").to_owned();
+            (path, room["members"].as_u64().unwrap_or(0))
+        })
+        .collect()
+}
+
+fn counted(want: &[(&str, u64)]) -> Vec<(String, u64)> {
+    want.iter().map(|(p, n)| (p.to_string(), *n)).collect()
+}
+
+/// Node a writes at most two changes per `EVAL` (`WSRELAY_TEST_REGISTRY_CHUNK`): its full
+/// writes (at start, after `FLUSHALL`) and its incremental ones take several, and b sees all of
+/// a's rooms each time; no fresh key of a full write is left behind.
+#[test]
+fn writes_in_many_chunks_are_complete() {
+    let redis = Redis::start();
+    let a = node_env(&redis, "a", &[("WSRELAY_TEST_REGISTRY_CHUNK", "2")]);
+    let b = node(&redis, "b");
+    let mut on_a: Vec<Ws> = (1..=5)
+        .map(|i| vip_in(&a, &format!("/vip/{i}"), &format!("u{i}")))
+        .collect();
+    let list = "/api/v1/rooms?prefix=/vip/";
+    let want: Vec<(String, u64)> = (1..=5).map(|i| (format!("/vip/{i}"), 1)).collect();
+    until(&b, list, Duration::from_secs(10), |r| rooms(r) == want);
+
+    // Three leave, two join (one where a member stays): one incremental write in chunks.
+    let bound = INTERVAL + SLACK;
+    on_a.drain(..3).for_each(close);
+    on_a.push(vip_in(&a, "/vip/5", "v5"));
+    on_a.push(vip_in(&a, "/vip/6", "v6"));
+    let want = counted(&[("/vip/4", 1), ("/vip/5", 2), ("/vip/6", 1)]);
+    until(&b, list, bound, |r| rooms(r) == want);
+    let r = until(&b, "/api/v1/presence/vip/5", bound, |r| users(r).len() == 2);
+    assert_eq!(users(&r), ["u5", "v5"]);
+
+    assert_eq!(redis.cmd(&["FLUSHALL"]), "OK");
+    let deadline = Instant::now() + INTERVAL * 3 + SLACK;
+    let hlen = |key: &str| redis.cmd(&["HLEN", &format!("wsrelay:node:a:{key}")]);
+    while hlen("rooms") != "3" || hlen("presence") != "3" {
+        assert!(
+            Instant::now() < deadline,
+            "a's hashes not written again after FLUSHALL"
+        );
+        thread::sleep(Duration::from_millis(50)); // polling Redis; the deadline decides
+    }
+    for path in ["/vip/4", "/vip/5", "/vip/6"] {
+        let get = format!("/api/v1/presence{path}");
+        until(&b, &get, bound, |r| r.status == 200 && !users(r).is_empty());
+    }
+    for key in ["rooms:new", "presence:new"] {
+        let exists = redis.cmd(&["EXISTS", &format!("wsrelay:node:a:{key}")]);
+        assert_eq!(exists, "0", "{key} left behind");
+    }
+    drop(on_a);
 }

@@ -5,19 +5,66 @@
 pub(super) const NOW: &str = "local t = redis.call('TIME')\n\
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
-/// KEYS: nodes zset, this node's rooms hash, its presence hash. ARGV: name, expiry ms, n rooms,
-/// then n (path, count) pairs, then (path, presence JSON) pairs. One atomic write: the node is
-/// live until `now + expiry`, and its hashes expire with it.
-pub(super) const WRITE: &str = "local ttl = tonumber(ARGV[2])\n\
+/// Keeps the node live until `now + ARGV[2]` (ms) under its name `ARGV[1]` in the nodes zset
+/// `KEYS[1]`, dropping dead names; `ttl` for the rest of the script.
+const ALIVE: &str = "local ttl = tonumber(ARGV[2])\n\
     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n\
-    redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])\n\
-    redis.call('DEL', KEYS[2], KEYS[3])\n\
-    local n = tonumber(ARGV[3])\n\
-    for i = 4, 3 + 2 * n, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end\n\
-    for i = 4 + 2 * n, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end\n\
-    redis.call('PEXPIRE', KEYS[2], ttl)\n\
-    redis.call('PEXPIRE', KEYS[3], ttl)\n\
-    return now";
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])\n";
+
+/// Applies a chunk of changes to the hashes `rk` (rooms) and `pk` (presence): from `ARGV[i]`,
+/// the numbers of room sets, room dels and presence sets, then those (path, value) pairs and
+/// paths, then presence dels to the end.
+const APPLY: &str = "local sr, dr, sp = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])\n\
+    i = i + 3\n\
+    for _ = 1, sr do redis.call('HSET', rk, ARGV[i], ARGV[i + 1]); i = i + 2 end\n\
+    for _ = 1, dr do redis.call('HDEL', rk, ARGV[i]); i = i + 1 end\n\
+    for _ = 1, sp do redis.call('HSET', pk, ARGV[i], ARGV[i + 1]); i = i + 2 end\n\
+    while i <= #ARGV do redis.call('HDEL', pk, ARGV[i]); i = i + 1 end\n";
+
+/// The incremental write, one chunk: the changes since the last write, straight into the live
+/// hashes. KEYS: nodes zset, this node's rooms hash, its presence hash. ARGV: name, expiry ms,
+/// "1" when the rooms hash must exist (the last write left rooms in it) else "0", the same for
+/// the presence hash, then the changes as [`APPLY`] takes them. Answers 0, having written
+/// nothing, when a hash that must exist does not (Redis restarted empty, a `FLUSHALL`, the
+/// hashes expired while the node was paused): the node then writes everything at once.
+pub(super) fn diff() -> String {
+    format!(
+        "if (ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 0)\n\
+           or (ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 0) then return 0 end\n\
+         {ALIVE}local rk, pk, i = KEYS[2], KEYS[3], 5\n{APPLY}\
+         redis.call('PEXPIRE', KEYS[2], ttl)\n\
+         redis.call('PEXPIRE', KEYS[3], ttl)\n\
+         return 1"
+    )
+}
+
+/// The full write, one chunk: everything, into fresh keys that replace the live hashes in the
+/// last chunk (`RENAME`), so readers see the old hashes or the new ones, never a half-written
+/// or empty one in between. KEYS: nodes zset, rooms hash, presence hash, the fresh rooms and
+/// presence keys. ARGV: name, expiry ms, "1" on the first chunk (drops what an abandoned full
+/// write left), "1" on the last, the snapshot's numbers of rooms and of presence lists, then
+/// the sets as [`APPLY`] takes them. Answers 0 when the last chunk finds fewer entries than
+/// the snapshot has (the fresh keys expired between chunks): nothing replaced, try again.
+pub(super) fn full() -> String {
+    format!(
+        "if ARGV[3] == '1' then redis.call('DEL', KEYS[4], KEYS[5]) end\n\
+         {ALIVE}local rk, pk, i = KEYS[4], KEYS[5], 7\n{APPLY}\
+         redis.call('PEXPIRE', KEYS[4], ttl)\n\
+         redis.call('PEXPIRE', KEYS[5], ttl)\n\
+         if ARGV[4] == '1' then\n\
+           for j = 0, 1 do\n\
+             if redis.call('HLEN', KEYS[4 + j]) ~= tonumber(ARGV[5 + j]) then return 0 end\n\
+           end\n\
+           for j = 0, 1 do\n\
+             if tonumber(ARGV[5 + j]) > 0 then redis.call('RENAME', KEYS[4 + j], KEYS[2 + j])\n\
+             else redis.call('DEL', KEYS[2 + j]) end\n\
+           end\n\
+         end\n\
+         redis.call('PEXPIRE', KEYS[2], ttl)\n\
+         redis.call('PEXPIRE', KEYS[3], ttl)\n\
+         return 1"
+    )
+}
 
 /// The live nodes' names: `ZRANGEBYSCORE nodes now +inf`.
 pub(super) const LIVE: &str = "local live = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')\n";

@@ -1,7 +1,7 @@
 //! The registry's Redis side: one blocking connection (read and write timeouts, our `resp`),
-//! made again with a backoff, and the calls that write this node's snapshot and read every live
-//! node's (the scripts are in `lua`, reading their answers in `merge`). The thread around it is
-//! `registry`.
+//! made again with a backoff; which write this node's snapshot gets (the changes since the last
+//! one, or everything: `write`), and the calls that read every live node's (the scripts are in
+//! `lua`, reading their answers in `merge`). The thread around it is `registry`.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -11,9 +11,11 @@ use log::{info, warn};
 
 use super::super::resp::{self, Value};
 use super::super::scripts::keys;
-use super::lua::{LIVE, NOW, PRESENCE, ROOM, ROOMS, WRITE};
+use super::diff::Snapshot;
+use super::lua::{LIVE, NOW, PRESENCE, ROOM, ROOMS};
 use super::merge::{epoch_seq, merge_presence, parse_rooms};
-use super::{BACKOFF_MAX, BACKOFF_MIN, EXPIRY, TIMEOUT};
+use super::write::{self, Keys, Wrote};
+use super::{BACKOFF_MAX, BACKOFF_MIN, EXPIRY, FULL_EVERY, TIMEOUT};
 use crate::server::api::{Member, RoomInfo};
 
 /// Keys passed to `MGET` at once (its answer stays under `resp::MAX_ARRAY`).
@@ -24,7 +26,7 @@ fn bad(what: impl Into<String>) -> io::Error {
 }
 
 /// One blocking connection.
-struct Conn {
+pub(super) struct Conn {
     stream: TcpStream,
     rbuf: Vec<u8>,
 }
@@ -79,7 +81,7 @@ impl Conn {
     }
 
     /// `EVAL` of `body` after [`NOW`] (and [`LIVE`] for a read).
-    fn script(
+    pub(super) fn script(
         &mut self,
         read: bool,
         body: &str,
@@ -106,6 +108,11 @@ pub(super) struct Store {
     backoff: Duration,
     retry_at: Instant,
     failures: u32,
+    /// What the last write left in Redis over this connection: `None` when not known (no
+    /// write yet on this connection, or the last one failed), and the next write is full.
+    written: Option<Snapshot>,
+    /// Incremental writes since the last full one.
+    since_full: u32,
 }
 
 impl Store {
@@ -119,6 +126,8 @@ impl Store {
             backoff: BACKOFF_MIN,
             retry_at: Instant::now(),
             failures: 0,
+            written: None,
+            since_full: 0,
         }
     }
 
@@ -163,6 +172,7 @@ impl Store {
 
     fn fail(&mut self, e: io::Error) -> io::Error {
         self.conn = None;
+        self.written = None;
         if self.failures == 0 {
             warn!("cluster registry: redis {} unavailable: {e}", self.url);
         } else {
@@ -177,31 +187,55 @@ impl Store {
         e
     }
 
-    /// Write this node's snapshot: rooms with members here (path, count), and the presence
-    /// lists (path, JSON) of its rooms with presence.
-    pub(super) fn write(
-        &mut self,
-        rooms: &[(String, usize)],
-        presence: &[(String, String)],
-    ) -> io::Result<()> {
-        let nodes = self.nodes_key();
+    fn keys(&self) -> Keys {
         let base = format!("{}:node:{}", self.prefix, self.name);
-        let (rooms_key, presence_key) = (format!("{base}:rooms"), format!("{base}:presence"));
-        let ttl = EXPIRY.as_millis().to_string();
-        let n = rooms.len().to_string();
-        let name = self.name.clone();
-        let counts: Vec<String> = rooms.iter().map(|(_, c)| c.to_string()).collect();
-        let mut args: Vec<&[u8]> = vec![name.as_bytes(), ttl.as_bytes(), n.as_bytes()];
-        for ((path, _), count) in rooms.iter().zip(&counts) {
-            args.push(path.as_bytes());
-            args.push(count.as_bytes());
+        let key = |suffix: &str| format!("{base}:{suffix}").into_bytes();
+        Keys {
+            nodes: self.nodes_key(),
+            rooms: key("rooms"),
+            presence: key("presence"),
+            new_rooms: key("rooms:new"),
+            new_presence: key("presence:new"),
+            name: self.name.clone(),
+            ttl: EXPIRY.as_millis().to_string(),
+            chunk: write::chunk_fields(),
         }
-        for (path, json) in presence {
-            args.push(path.as_bytes());
-            args.push(json.as_bytes());
+    }
+
+    /// Write this node's snapshot: the changes since the last write when Redis is known to
+    /// hold it, else (and every [`FULL_EVERY`] writes, and when Redis turns out to have lost
+    /// the hashes) everything. A failure makes the next write full.
+    pub(super) fn write(&mut self, snap: Snapshot) -> io::Result<()> {
+        let old = if self.conn.is_some() {
+            self.written.take()
+        } else {
+            None
+        };
+        let old = old.filter(|_| self.since_full + 1 < FULL_EVERY);
+        let (keys, name) = (self.keys(), self.name.clone());
+        let wrote = self.with(|c| {
+            if let Some(old) = &old {
+                match write::incremental(c, &keys, old, &snap)? {
+                    Wrote::Lost => info!(
+                        "cluster registry: node {name}'s entries are gone from redis (restarted \
+                         empty, flushed or expired); writing them all again"
+                    ),
+                    done => return Ok((done, false)),
+                }
+            }
+            write::full(c, &keys, &snap).map(|done| (done, true))
+        })?;
+        match wrote {
+            (Wrote::Done, full) => {
+                self.since_full = if full { 0 } else { self.since_full + 1 };
+                self.written = Some(snap);
+            }
+            _ => warn!(
+                "cluster registry: node {name}'s full write lost entries between its chunks \
+                 (redis took over {EXPIRY:?}); it is made again next time"
+            ),
         }
-        let keys: [&[u8]; 3] = [&nodes, rooms_key.as_bytes(), presence_key.as_bytes()];
-        self.with(|c| c.script(false, WRITE, &keys, &args).map(drop))
+        Ok(())
     }
 
     /// Rooms with members on any live node whose path starts with `prefix`, by path, at most
