@@ -340,3 +340,19 @@ fn a_dead_nodes_members_leave_the_counts() {
     );
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+#[test]
+fn member_ids_name_their_node_and_disconnect_acts_on_its_own() {
+    let redis = Redis::start();
+    let (a, b) = nodes(&redis);
+    let (mut on_b, wb) = v1::join(&b, "/lobby");
+    assert!(wb.member.ends_with("@b"), "{}", wb.member);
+    let path = format!("/api/v1/disconnect/lobby?member={}", wb.member);
+    let r = a.api("POST", &path, "", b"");
+    assert_eq!(r.status, 421, "{}", r.text());
+    assert!(r.error().contains("node b"), "{}", r.text());
+    let r = b.api("POST", &path, "", b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["disconnected"], 1);
+    assert_eq!(common::read_close(&mut on_b).0, 4001);
+}

@@ -402,6 +402,7 @@ mod tests {
     fn health_is_per_shard() {
         let h = ClusterHealth {
             shards: vec![state("redis://a", true, 0), state("redis://b", false, 0)],
+            node: Arc::from("n"),
         };
         assert!(!h.all_up());
         let on = |shard| {
@@ -423,6 +424,7 @@ mod tests {
                 state("redis://a", true, 3),
                 state("redis://\"odd\\\n", false, 4),
             ],
+            node: Arc::from("n"),
         };
         let text = h.render();
         assert!(text.contains("wsrelay_cluster_redis_up{redis=\"redis://a\"} 1\n"));

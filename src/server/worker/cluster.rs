@@ -202,7 +202,15 @@ mod tests {
             });
             inboxes.push(inbox);
         }
-        (poll, Cluster::new(Links { shards: links }), inboxes)
+        let node = Arc::from("n");
+        (
+            poll,
+            Cluster::new(Links {
+                shards: links,
+                node,
+            }),
+            inboxes,
+        )
     }
 
     fn path_on(shard: usize, n: usize) -> Arc<str> {
