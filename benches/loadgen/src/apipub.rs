@@ -187,7 +187,7 @@ pub fn run(o: &Opts) -> Result<Json, String> {
     let t_setup = Instant::now();
     let mut sources = Sources::new(o.sources);
     let opened = net::establish(
-        o.server,
+        &[o.server],
         &mut sources,
         s,
         |_| room.clone(),

@@ -33,7 +33,7 @@ pub fn run(o: &Opts) -> Result<Json, String> {
     let per_room = o.per_room.max(1);
     let prefix = o.path_prefix.clone();
     let opened = net::establish(
-        o.server,
+        &[o.server],
         &mut sources,
         o.conns,
         |i| format!("{prefix}/idle-{}", i / per_room),

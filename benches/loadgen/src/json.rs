@@ -41,6 +41,21 @@ impl Json {
         }
     }
 
+    /// An array of numbers (null for None).
+    pub fn list(&mut self, k: &str, v: &[Option<f64>]) {
+        let mut one = Json::new();
+        let items: Vec<String> = v
+            .iter()
+            .map(|x| {
+                one.fields.clear();
+                one.opt("", *x);
+                one.fields[0].1.clone()
+            })
+            .collect();
+        self.fields
+            .push((k.into(), format!("[{}]", items.join(","))));
+    }
+
     pub fn render(&self) -> String {
         let body: Vec<String> = self
             .fields

@@ -55,8 +55,12 @@ scenarios:
               until its answer, so publishers may outrun the fan-out)
 
 common:
-  --addr ADDR           server (loopback IPv4 only)
-  --server-pid PID      report the server's CPU (from /proc/PID/stat) and RSS/HWM
+  --addr ADDR           server (loopback IPv4 only); fanout and rooms take a comma-separated
+                        list too (nodes of one cluster): connection i goes to the i-th modulo
+                        their number, so publisher 0 is on the first
+  --server-pid PID      report the server's CPU (from /proc/PID/stat) and RSS/HWM; fanout
+                        and rooms take a comma-separated list (a cluster's nodes and its
+                        Redis): CPU and memory summed, each one's CPU in server_cpu_s_each
   --label TEXT          copied into the JSON as \"server\"
   --path-prefix P       (/bench)
   --threads T           loader threads for fanout/rooms, subscriber threads for api-publish (2)
@@ -139,15 +143,35 @@ impl Args {
 fn run() -> Result<(), String> {
     let a = Args::parse()?;
     let nofile = sys::raise_nofile();
-    let server: SocketAddrV4 = a
+    let servers: Vec<SocketAddrV4> = a
         .raw("addr")
         .ok_or("--addr is required")?
-        .parse()
-        .map_err(|_| "--addr must be an IPv4 address:port")?;
-    if !server.ip().is_loopback() {
+        .split(',')
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|_| "--addr must be IPv4 address:port, or a comma-separated list of them")?;
+    if servers.iter().any(|s| !s.ip().is_loopback()) {
         return Err("--addr must be a loopback address: load goes to this machine only".into());
     }
-    let server_pid: Option<u32> = a.opt("server-pid")?;
+    let server = servers[0];
+    let server_pids: Vec<u32> = match a.raw("server-pid") {
+        None => Vec::new(),
+        Some(v) => v
+            .split(',')
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("--server-pid: cannot parse {v:?}"))?,
+    };
+    let server_pid = server_pids.first().copied();
+    // Several servers (a cluster's nodes) or processes (its nodes and Redis): fanout and rooms.
+    if !matches!(a.scenario.as_str(), "fanout" | "rooms")
+        && (servers.len() > 1 || server_pids.len() > 1)
+    {
+        return Err(format!(
+            "{}: one --addr and one --server-pid only (several are for fanout and rooms)",
+            a.scenario
+        ));
+    }
     let label: Option<String> = a.opt("label")?;
     let prefix: String = a.get("path-prefix", "/bench".to_string())?;
     let threads: usize = a.get("threads", 2)?;
@@ -196,8 +220,8 @@ fn run() -> Result<(), String> {
             }
             let o = relay::Opts {
                 scenario: if fanout { "fanout" } else { "rooms" },
-                server,
-                server_pid,
+                servers: servers.clone(),
+                server_pids: server_pids.clone(),
                 path_prefix: prefix,
                 rooms,
                 members,

@@ -183,11 +183,12 @@ pub struct Open {
 
 /// Open `n` WebSocket connections, `path(i)` for the i-th, at most `concurrency` handshakes at a
 /// time, each with what it `offer`s (failing if the server declines permessage-deflate or
-/// `wsrelay.v1` when offered).
+/// `wsrelay.v1` when offered). The i-th goes to `servers[i % servers.len()]` (several nodes
+/// of one cluster share the connections round robin).
 /// Fails on the first refused connection or at `deadline`. The result is in index order.
 #[allow(clippy::too_many_arguments)]
 pub fn establish(
-    server: SocketAddrV4,
+    servers: &[SocketAddrV4],
     sources: &mut Sources,
     n: usize,
     path: impl Fn(usize) -> String,
@@ -203,6 +204,7 @@ pub fn establish(
     let mut finished = 0;
     while finished < n {
         while next < n && pending.len() < concurrency {
+            let server = servers[next % servers.len()];
             let hs = Hs::start(server, sources.next(), &path(next), next, offer)
                 .map_err(|e| format!("connection {next}: {e}"))?;
             let entry = pending.vacant_entry();

@@ -41,8 +41,10 @@ const WAKER: Token = Token(usize::MAX);
 
 pub struct Opts {
     pub scenario: &'static str,
-    pub server: SocketAddrV4,
-    pub server_pid: Option<u32>,
+    /// The server, or several nodes of one cluster: connection i goes to `servers[i % len]`.
+    pub servers: Vec<SocketAddrV4>,
+    /// The processes whose CPU counts as the server's (several: a cluster's nodes and Redis).
+    pub server_pids: Vec<u32>,
     pub path_prefix: String,
     pub rooms: usize,
     /// Members per room, publishers included.
@@ -380,7 +382,7 @@ pub fn run(o: &Opts) -> Result<Json, String> {
     let prefix = o.path_prefix.clone();
     let scenario = o.scenario;
     let opened = net::establish(
-        o.server,
+        &o.servers,
         &mut sources,
         n,
         |i| {
@@ -476,7 +478,7 @@ pub fn run(o: &Opts) -> Result<Json, String> {
 
     set_phase(WARMUP);
     std::thread::sleep(o.warmup);
-    let s0 = sys::sample(o.server_pid);
+    let (s0, each0) = sys::sample_all(&o.server_pids);
     let me0 = sys::self_cpu();
     let u0 = sum(|s| &s.unique);
     let bytes0 = [
@@ -506,7 +508,7 @@ pub fn run(o: &Opts) -> Result<Json, String> {
         sum(|s| &s.compressed),
     ];
     let elapsed = t0.elapsed().as_secs_f64();
-    let s1 = sys::sample(o.server_pid);
+    let (s1, each1) = sys::sample_all(&o.server_pids);
     let me1 = sys::self_cpu();
     set_phase(DRAIN);
     let drain_start = Instant::now();
@@ -607,6 +609,16 @@ pub fn run(o: &Opts) -> Result<Json, String> {
         "deliveries_per_server_cpu_s",
         &s1,
     );
+    if o.server_pids.len() > 1 {
+        // Each process's share, in --server-pid order (a cluster: its nodes, then Redis).
+        let each: Vec<Option<f64>> = each0
+            .iter()
+            .zip(&each1)
+            .map(|(a, b)| Some(b.as_ref()? - a.as_ref()?))
+            .collect();
+        j.list("server_cpu_s_each", &each);
+        j.num("servers", o.servers.len() as f64);
+    }
     j.num("loader_cpu_s", loader_cpu);
     j.num("loader_cpu_util", loader_cpu / elapsed);
     if let Some(e) = first_error {

@@ -83,3 +83,28 @@ pub fn sample(pid: Option<u32>) -> ServerSample {
         hwm_kb: mem.map(|m| m.1),
     }
 }
+
+/// Several processes as one server (a cluster's nodes and its Redis): CPU and memory summed,
+/// None if any is gone; and each one's CPU, in the order given.
+pub fn sample_all(pids: &[u32]) -> (ServerSample, Vec<Option<f64>>) {
+    let each: Vec<ServerSample> = pids.iter().map(|&p| sample(Some(p))).collect();
+    let sum_u = |f: fn(&ServerSample) -> Option<u64>| each.iter().map(f).sum::<Option<u64>>();
+    let total = ServerSample {
+        cpu: if pids.is_empty() {
+            None
+        } else {
+            each.iter().map(|s| s.cpu).sum()
+        },
+        rss_kb: if pids.is_empty() {
+            None
+        } else {
+            sum_u(|s| s.rss_kb)
+        },
+        hwm_kb: if pids.is_empty() {
+            None
+        } else {
+            sum_u(|s| s.hwm_kb)
+        },
+    };
+    (total, each.iter().map(|s| s.cpu).collect())
+}
