@@ -17,7 +17,7 @@ use mio::net::TcpStream;
 
 use super::bus::{MemberId, RoomSettings, SharedFrame};
 use super::flow::{ConnFlow, Credit, WorkerFlow};
-use super::outbox::{CHUNK_OVERHEAD, Outbox};
+use super::outbox::{CHUNK_OVERHEAD, Outbox, Sender};
 use super::session::{Phase, Session};
 use super::wire::{self, Opcode};
 use crate::deflate::{Agreed, Inflater};
@@ -404,7 +404,7 @@ impl Conn {
             // It ended before its admission: the client gets its handshake, then the close.
             self.out.push_front_owned(response.into_vec());
         }
-        let written = match self.out.write_to(&mut self.stream, scratch) {
+        let written = match self.out.write_to(&mut Sender(&self.stream), scratch) {
             Ok(n) => n,
             Err(_) => {
                 self.broken();

@@ -239,6 +239,54 @@ impl Outbox {
     }
 }
 
+/// A socket written with `send(2)` / `sendmsg(2)` rather than `write(2)` / `writev(2)`: the same
+/// bytes, without the VFS layer a file write goes through (`vfs_writev` and `fdget_pos` were 5 %
+/// of a worker's time in the 1,000 rooms x 10 profile), and `MSG_NOSIGNAL`: a peer gone is an
+/// `EPIPE`, never a signal.
+pub struct Sender<'a, S: std::os::fd::AsRawFd>(pub &'a S);
+
+impl<S: std::os::fd::AsRawFd> Write for Sender<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for `buf.len()` bytes for the call; the fd is the socket's,
+        // open while `self.0` is borrowed.
+        let n = unsafe {
+            libc::send(
+                self.0.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if let [one] = bufs {
+            return self.write(one);
+        }
+        // SAFETY: an all-zero msghdr is valid (no name, no control data); IoSlice is
+        // ABI-compatible with iovec (std guarantees it on Unix), and the slices outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+        msg.msg_iovlen = bufs.len() as _;
+        // SAFETY: `msg` points at `bufs`, valid for the call; the fd is the socket's.
+        let n = unsafe { libc::sendmsg(self.0.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,5 +435,20 @@ mod tests {
             o.write_to(&mut w, &mut [0; 4096]).unwrap();
         }
         assert_eq!(w.got.len(), want.len() + 50 * 100);
+    }
+
+    #[test]
+    fn sender_gathers_slices_and_a_gone_peer_is_an_error_not_a_signal() {
+        use std::io::Read;
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let slices = [IoSlice::new(b"ab"), IoSlice::new(b""), IoSlice::new(b"cde")];
+        assert_eq!(Sender(&a).write_vectored(&slices).unwrap(), 5);
+        assert_eq!(Sender(&a).write(b"f").unwrap(), 1);
+        let mut got = [0u8; 6];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"abcdef");
+        drop(b);
+        let e = Sender(&a).write(b"x").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
     }
 }
