@@ -49,27 +49,11 @@ history_size = 10
     )
 }
 
-/// Wait until `/healthz` answers `want` (20 s at most); the body then.
-fn wait_health(d: &Daemon, want: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (head, body) = d.http_get("/healthz");
-        if status(&head) == want {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/healthz stuck at {head}{body}, want {want}"
-        );
-        thread::sleep(Duration::from_millis(50)); // polling a status; the deadline decides
-    }
-}
-
 fn nodes(redis: &Redis) -> (Daemon, Daemon) {
     let a = Daemon::start_api(&config(redis, "a"), "");
     let b = Daemon::start_api(&config(redis, "b"), "");
-    wait_health(&a, 200);
-    wait_health(&b, 200);
+    a.wait_health(200);
+    b.wait_health(200);
     (a, b)
 }
 
@@ -218,8 +202,8 @@ fn redis_stopped_then_back() {
 
     redis.signal(libc::SIGSTOP);
     // Found by the probe: no answer within the reply timeout.
-    assert_eq!(wait_health(&a, 503), "redis unavailable\n");
-    wait_health(&b, 503);
+    assert_eq!(a.wait_health(503), "redis unavailable\n");
+    b.wait_health(503);
     // Members stay connected; what cannot be sequenced is dropped and counted.
     // A new client is sent elsewhere rather than left waiting for a room's epoch.
     let refused = a.raw_request(common::upgrade_request("/chat", "").as_bytes());
@@ -234,8 +218,8 @@ fn redis_stopped_then_back() {
     assert_eq!(a.metric(&up), Some(0.0));
 
     redis.signal(libc::SIGCONT);
-    wait_health(&a, 200);
-    wait_health(&b, 200);
+    a.wait_health(200);
+    b.wait_health(200);
     // Subscriptions are back: a message from b reaches a, and nothing dropped comes late.
     send_text(&mut on_b, "after");
     assert_eq!(recv_text(&mut on_a), "after");
@@ -251,10 +235,10 @@ fn redis_killed_and_restarted() {
     let mut on_a = a.connect("/chat", &[]);
     let mut on_b = b.connect("/chat", &[]);
     drop(redis); // SIGKILL
-    assert_eq!(wait_health(&a, 503), "redis unavailable\n");
+    assert_eq!(a.wait_health(503), "redis unavailable\n");
     let _redis = Redis::start_on(port);
-    wait_health(&a, 200);
-    wait_health(&b, 200);
+    a.wait_health(200);
+    b.wait_health(200);
     send_text(&mut on_a, "after restart");
     assert_eq!(recv_text(&mut on_b), "after restart");
     assert_eq!(recv_text(&mut on_a), "after restart");
@@ -285,14 +269,6 @@ fn compressed_rooms_stay_compressed_across_nodes() {
     assert_eq!(v1::next(&mut resumed).text(), text);
 }
 
-/// The next v1 frame as JSON.
-fn next_json(ws: &mut Ws) -> serde_json::Value {
-    match common::recv(ws) {
-        tungstenite::Message::Text(t) => serde_json::from_str(t.as_str()).expect("json"),
-        m => panic!("expected a v1 text frame, got {m:?}"),
-    }
-}
-
 #[test]
 fn presence_events_cross_nodes() {
     let redis = Redis::start();
@@ -300,17 +276,17 @@ fn presence_events_cross_nodes() {
     let (mut on_a, wa) = v1::join(&a, "/lobby");
     assert_eq!(wa.members, Some(1));
     let (mut on_b, wb) = v1::join(&b, "/lobby");
-    let join = next_json(&mut on_a);
+    let join = v1::next_json(&mut on_a);
     assert_eq!(
         (join["type"].as_str(), join["member"].as_str()),
         (Some("join"), Some(wb.member.as_str()))
     );
     // Messages and events keep one order on each node.
     send_text(&mut on_b, "hello");
-    assert_eq!(next_json(&mut on_a)["data"], "hello");
-    assert_eq!(next_json(&mut on_b)["data"], "hello");
+    assert_eq!(v1::next_json(&mut on_a)["data"], "hello");
+    assert_eq!(v1::next_json(&mut on_b)["data"], "hello");
     common::close(on_b);
-    let leave = next_json(&mut on_a);
+    let leave = v1::next_json(&mut on_a);
     assert_eq!(
         (leave["type"].as_str(), leave["member"].as_str()),
         (Some("leave"), Some(wb.member.as_str()))
@@ -323,7 +299,7 @@ fn a_dead_nodes_members_leave_the_counts() {
     let (a, b) = nodes(&redis);
     let (mut on_a, _) = v1::join(&a, "/lobby");
     let (_on_b, _) = v1::join(&b, "/lobby");
-    let join = next_json(&mut on_a);
+    let join = v1::next_json(&mut on_a);
     assert_eq!(join["type"], "join");
     b.signal(libc::SIGKILL);
     b.expect_death(Duration::from_secs(10));
@@ -332,7 +308,7 @@ fn a_dead_nodes_members_leave_the_counts() {
     on_a.get_ref()
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let count = next_json(&mut on_a);
+    let count = v1::next_json(&mut on_a);
     assert_eq!(
         (count["type"].as_str(), count["count"].as_u64()),
         (Some("members"), Some(1)),

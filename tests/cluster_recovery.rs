@@ -6,15 +6,13 @@
 
 mod common;
 
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::api::Client;
 use common::redis::Redis;
 use common::v1;
-use common::{Daemon, Ws, recv, send_text};
+use common::{Daemon, Ws, send_text};
 use serde_json::Value;
-use tungstenite::Message;
 
 const TEXT: &str = "Content-Type: text/plain; charset=utf-8\r\n";
 
@@ -42,32 +40,8 @@ path = "/plain"
 
 fn node(redis: &Redis, name: &str) -> Daemon {
     let d = Daemon::start_api(&config(redis, name), "");
-    wait_health(&d, 200);
+    d.wait_health(200);
     d
-}
-
-/// Wait until `/healthz` answers `want` (20 s at most).
-fn wait_health(d: &Daemon, want: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (head, body) = d.http_get("/healthz");
-        if common::status(&head) == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/healthz stuck at {head}{body}, want {want}"
-        );
-        thread::sleep(Duration::from_millis(50)); // polling a status; the deadline decides
-    }
-}
-
-/// A v1 frame as JSON.
-fn next_json(ws: &mut Ws) -> Value {
-    match recv(ws) {
-        Message::Text(t) => serde_json::from_str(t.as_str()).expect("json"),
-        m => panic!("expected a v1 text frame, got {m:?}"),
-    }
 }
 
 /// Read a v1 member's frames until the message `last` arrives: the messages' (seq, text) and
@@ -75,7 +49,7 @@ fn next_json(ws: &mut Ws) -> Value {
 fn read_until(ws: &mut Ws, last: &str) -> (Vec<(u64, String)>, Vec<Value>) {
     let (mut messages, mut resets) = (Vec::new(), Vec::new());
     loop {
-        let v = next_json(ws);
+        let v = v1::next_json(ws);
         match v["type"].as_str() {
             Some("message") => {
                 let data = v["data"].as_str().unwrap().to_owned();
@@ -206,7 +180,7 @@ fn cut_a_and_send(path: &str, n: usize) -> (Daemon, Vec<(u64, String)>, Vec<Valu
         assert_eq!(v1::next(&mut on_b).text(), format!("m{k}"));
     }
     a.wait_metric("wsrelay_cluster_reconnects_total", |v| v >= 1.0);
-    wait_health(&a, 200);
+    a.wait_health(200);
     send_text(&mut publisher, "last");
     let (messages, resets) = read_until(&mut on_a, "last");
     (a, messages, resets, welcome.seq)
@@ -260,18 +234,18 @@ fn redis_stopped_api_503_and_v1_sender_told() {
     assert_eq!(v1::next(&mut ws).text(), "up");
 
     redis.signal(libc::SIGSTOP);
-    wait_health(&a, 503);
+    a.wait_health(503);
     let r = a.api("POST", "/api/v1/publish/plain", TEXT, b"down");
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.header("retry-after").is_some(), "{}", r.head);
     send_text(&mut ws, "mine");
-    let v = next_json(&mut ws);
+    let v = v1::next_json(&mut ws);
     assert_eq!(
         (v["type"].as_str(), v["code"].as_str()),
         (Some("error"), Some("unavailable"))
     );
     redis.signal(libc::SIGCONT);
-    wait_health(&a, 200);
+    a.wait_health(200);
     publish(&a, "/plain", "back");
     assert_eq!(v1::next(&mut ws).text(), "back");
 }
@@ -286,11 +260,11 @@ fn redis_restarted_empty_means_a_new_epoch() {
     let port = redis.port();
     redis.signal(libc::SIGKILL);
     drop(redis);
-    wait_health(&a, 503);
+    a.wait_health(503);
     redis = Redis::start_on(port);
-    wait_health(&a, 200);
+    a.wait_health(200);
     // The member still connected is told to reload, with the new epoch.
-    let v = next_json(&mut ws);
+    let v = v1::next_json(&mut ws);
     assert_eq!(v["type"], "reset", "{v}");
     assert_ne!(v["epoch"], welcome.epoch.as_str());
     let query = format!("/kept?since={seen}&epoch={}", welcome.epoch);

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::api::Client;
 use common::redis::Redis;
@@ -43,27 +43,11 @@ history_size = 100
     )
 }
 
-/// Wait until `/healthz` answers `want` (20 s at most); the body then.
-fn wait_health(d: &Daemon, want: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (head, body) = d.http_get("/healthz");
-        if status(&head) == want {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/healthz stuck at {head}{body}, want {want}"
-        );
-        thread::sleep(Duration::from_millis(50)); // polling a status; the deadline decides
-    }
-}
-
 fn nodes(shards: &[&Redis]) -> (Daemon, Daemon) {
     let a = Daemon::start_api(&config(shards, "a"), "");
     let b = Daemon::start_api(&config(shards, "b"), "");
-    wait_health(&a, 200);
-    wait_health(&b, 200);
+    a.wait_health(200);
+    b.wait_health(200);
     (a, b)
 }
 
@@ -232,8 +216,8 @@ fn one_redis_stopped_the_other_shard_flows() {
 
     r0.signal(libc::SIGSTOP);
     // Found by the probe: no answer within the reply timeout. A room on r0 cannot be served.
-    assert_eq!(wait_health(&a, 503), "redis unavailable\n");
-    wait_health(&b, 503);
+    assert_eq!(a.wait_health(503), "redis unavailable\n");
+    b.wait_health(503);
     let up = |r: &Redis| format!("wsrelay_cluster_redis_up{{redis=\"{}\"}}", r.url());
     assert_eq!(a.metric(&up(&r0)), Some(0.0));
     assert_eq!(a.metric(&up(&r1)), Some(1.0));
@@ -249,8 +233,8 @@ fn one_redis_stopped_the_other_shard_flows() {
     assert_eq!(status(&refused), 503, "{refused}");
 
     r0.signal(libc::SIGCONT);
-    wait_health(&a, 200);
-    wait_health(&b, 200);
+    a.wait_health(200);
+    b.wait_health(200);
     assert_eq!(a.metric(&up(&r0)), Some(1.0));
     // r0's rooms are subscribed again.
     send_text(&mut on_b[0], "after");

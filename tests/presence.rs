@@ -5,11 +5,10 @@
 mod common;
 
 use serde_json::Value;
-use tungstenite::Message;
 
 use common::jwt;
 use common::v1;
-use common::{Daemon, TempFile, Ws, recv, send_text};
+use common::{Daemon, TempFile, Ws, send_text};
 
 const SECRET: &str = "presence-secret-presence-secret-0123";
 
@@ -44,14 +43,6 @@ path = "/quiet/*"
     )
 }
 
-/// The next frame as JSON (text) or a note that it was binary.
-fn next_json(ws: &mut Ws) -> Value {
-    match recv(ws) {
-        Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-        m => panic!("expected text, got {m:?}"),
-    }
-}
-
 #[test]
 fn members_see_joins_and_leaves_in_the_room_order() {
     let secret = TempFile::new(SECRET);
@@ -59,7 +50,7 @@ fn members_see_joins_and_leaves_in_the_room_order() {
     let (mut a, wa) = v1::join(&d, "/p/x");
     let (mut b, wb) = v1::join(&d, "/p/x");
     assert_ne!(wa.member, wb.member, "member ids are unique in the room");
-    let join = next_json(&mut a);
+    let join = v1::next_json(&mut a);
     assert_eq!(join["type"], "join");
     assert_eq!(join["member"], wb.member.as_str());
     assert_eq!(
@@ -73,7 +64,7 @@ fn members_see_joins_and_leaves_in_the_room_order() {
     assert_eq!(v1::next(&mut b).seq, 1);
     let (c, wc) = v1::join(&d, "/p/x");
     for ws in [&mut a, &mut b] {
-        let j = next_json(ws);
+        let j = v1::next_json(ws);
         assert_eq!(
             (j["type"].as_str(), j["seq"].as_u64()),
             (Some("join"), Some(1))
@@ -82,7 +73,7 @@ fn members_see_joins_and_leaves_in_the_room_order() {
     }
     common::close(c);
     for ws in [&mut a, &mut b] {
-        let l = next_json(ws);
+        let l = v1::next_json(ws);
         assert_eq!(
             (l["type"].as_str(), l["member"].as_str()),
             (Some("leave"), Some(wc.member.as_str()))
@@ -90,7 +81,7 @@ fn members_see_joins_and_leaves_in_the_room_order() {
     }
     // A raw member gets no presence events, and counts as a member.
     let mut raw = d.connect("/p/x", &[]);
-    let j = next_json(&mut a);
+    let j = v1::next_json(&mut a);
     assert_eq!(j["type"], "join");
     send_text(&mut b, "after");
     assert_eq!(common::recv_text(&mut raw), "after");
@@ -108,22 +99,22 @@ fn the_welcome_counts_the_members_and_user_is_the_token_sub() {
         ws.push(w);
     }
     let first = &mut ws[0];
-    let j = next_json(first);
+    let j = v1::next_json(first);
     assert_eq!(
         (j["type"].as_str(), j["user"].as_str()),
         (Some("join"), Some("bob"))
     );
-    let j = next_json(first);
+    let j = v1::next_json(first);
     assert_eq!(j["user"], "cy");
     let mut s = d.connect(&format!("/team/a?token={}", t("dee")), &["wsrelay.v1"]);
-    let w = next_json(&mut s);
+    let w = v1::next_json(&mut s);
     assert_eq!(
         (w["type"].as_str(), w["members"].as_u64()),
         (Some("welcome"), Some(4))
     );
     // A room without presence says nothing of members.
     let mut q = d.connect("/quiet/a", &["wsrelay.v1"]);
-    let w = next_json(&mut q);
+    let w = v1::next_json(&mut q);
     assert!(w.get("members").is_none(), "{w}");
 }
 
@@ -136,7 +127,7 @@ fn past_the_rate_members_get_a_count_instead() {
     // At most 2 join events in this burst (the bucket holds 2), then a count of all 11.
     let mut joins = 0;
     loop {
-        let e = next_json(&mut watcher);
+        let e = v1::next_json(&mut watcher);
         match e["type"].as_str() {
             Some("join") => joins += 1,
             Some("members") => {

@@ -108,3 +108,22 @@ impl Drop for Redis {
         let _ = self.child.wait();
     }
 }
+
+impl super::Daemon {
+    /// Wait until `/healthz` answers `want` (20 s at most, e.g. while the Redis link comes and
+    /// goes); the body then.
+    pub fn wait_health(&self, want: u16) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (head, body) = self.http_get("/healthz");
+            if super::status(&head) == want {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/healthz stuck at {head}{body}, want {want}"
+            );
+            thread::sleep(Duration::from_millis(50)); // polling a status; the deadline decides
+        }
+    }
+}

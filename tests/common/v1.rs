@@ -81,3 +81,11 @@ pub fn next(ws: &mut Ws) -> Numbered {
         m => panic!("expected a message, got {m:?}"),
     }
 }
+
+/// The next frame, a v1 text frame of any type, as JSON.
+pub fn next_json(ws: &mut Ws) -> Value {
+    match recv(ws) {
+        Message::Text(t) => serde_json::from_str(t.as_str()).expect("json"),
+        m => panic!("expected a v1 text frame, got {m:?}"),
+    }
+}

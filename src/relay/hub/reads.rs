@@ -22,9 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::{
-    Envelope, Epoch, Hub, MemberKey, Message, Origin, Recipients, RoomIds, Sink, Stamp, Welcome,
-};
+use super::{Envelope, Epoch, Hub, MemberKey, Message, Origin, RoomIds, Sink, Stamp, Welcome};
 use crate::relay::history::{History, Want};
 use crate::relay::{RoomId, WorkerId};
 
@@ -330,19 +328,12 @@ impl<F: Message, M: Copy + PartialEq> Hub<F, M> {
         frame: &F,
         sink: &mut impl Sink<F, M>,
     ) {
-        let Some(local) = self.local.get_mut(&room) else {
-            return;
-        };
-        if local.pending.is_some() {
-            return;
+        // Not yet registered: the owner's `Joined`, on its way, carries the new state.
+        if let Some(local) = self.local.get_mut(&room).filter(|l| l.pending.is_none()) {
+            local.epoch = epoch;
+            local.seq = seq;
         }
-        local.epoch = epoch;
-        local.seq = seq;
-        let to = Recipients {
-            members: local.members.iter(),
-            skip: None,
-        };
-        sink.notice(room, frame, to);
+        self.notice_local(room, frame, sink);
     }
 
     fn filled(&mut self, room: RoomId, req: u64, answer: Ranged<F, M>, sink: &mut impl Sink<F, M>) {

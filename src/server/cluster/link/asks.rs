@@ -88,10 +88,10 @@ impl Redis {
                 members,
                 ask,
             } => {
+                let channel = self.channel(&path);
                 let Some(c) = self.conns.as_mut().filter(|c| c.ready) else {
                     return; // presence events are not kept: one lost with the link is gone
                 };
-                let channel = format!("{}:room:{{{path}}}", self.prefix).into_bytes();
                 let ask = if ask { " ?" } else { "" };
                 let head = format!("{PRESENCE} {:016x} {members}{ask}\n", self.node);
                 let mut data = head.into_bytes();
@@ -133,11 +133,11 @@ impl Redis {
         sender: Sender,
         frame: Arc<Frame>,
     ) {
+        let channel = self.channel(&path);
         let Some(c) = self.conns.as_mut().filter(|c| c.ready) else {
             self.refuse(sender);
             return;
         };
-        let channel = format!("{}:room:{{{path}}}", self.prefix).into_bytes();
         let (op, payload) = wire::parts(&frame.bytes);
         let op = match (op, frame.deflated.is_some()) {
             (Opcode::Binary, false) => "b",
