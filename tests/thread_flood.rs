@@ -32,8 +32,10 @@ echo = false
 /// socket buffers hold) before it is cut as too slow.
 const LIMIT: u64 = 1024 * 1024;
 const READERS: usize = 1000;
-/// Readers with a thread of their own (the rest share two).
+/// Readers with a thread of their own.
 const DEDICATED: usize = 16;
+/// Threads the other readers share.
+const SHARING: usize = 8;
 const PUBLISHERS: usize = 8;
 const PAYLOAD: usize = 1024;
 const FLOOD_FOR: Duration = Duration::from_secs(10);
@@ -195,13 +197,15 @@ fn eight_publishers_flooding_1000_readers_on_another_worker_stay_within_the_memo
     let stop = Arc::new(AtomicBool::new(false));
     let want: Arc<[AtomicU64]> = (0..PUBLISHERS).map(|_| AtomicU64::new(0)).collect();
     // The first DEDICATED readers have a thread each, and so keep up whatever else the machine
-    // is doing; the others share two threads.
-    let shared = readers.split_off(DEDICATED);
+    // is doing; the others share SHARING threads (enough of them that the scheduler gives the
+    // readers' side its share of the two cores next to the daemon's and the publishers' threads).
+    let mut shared = readers.split_off(DEDICATED);
     let mut groups: Vec<Vec<Reader>> = readers.into_iter().map(|r| vec![r]).collect();
-    let mut shared = shared;
-    let half = shared.split_off(shared.len() / 2);
-    groups.push(shared);
-    groups.push(half);
+    let per = shared.len().div_ceil(SHARING);
+    while !shared.is_empty() {
+        let rest = shared.split_off(per.min(shared.len()));
+        groups.push(std::mem::replace(&mut shared, rest));
+    }
     let pools: Vec<_> = groups
         .into_iter()
         .map(|rs| {

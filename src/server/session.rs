@@ -57,7 +57,7 @@ pub enum Phase {
 /// Reads from bytes the worker already took off the socket; writes into a buffer the connection
 /// moves into its outbox. Never touches the socket: tungstenite cannot block or reorder frames.
 /// Pongs (tungstenite answers every ping, one frame per write) go to `pongs` instead, each one up
-/// to [`PONG_BUDGET`] bytes of them, then the newest replacing the last: a flood of pings in one
+/// to [`PONG_BUDGET`] bytes of them, then the newest replacing the last ones: a flood of pings in one
 /// read costs that much at most.
 struct Adapter<'a> {
     input: &'a [u8],
@@ -88,9 +88,13 @@ impl Read for Adapter<'_> {
 impl Write for Adapter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if is_pong(buf) {
-            let held: usize = self.pongs.iter().map(Vec::len).sum();
-            if held + buf.len() > PONG_BUDGET {
-                self.pongs.pop();
+            let mut held: usize = self.pongs.iter().map(Vec::len).sum();
+            // As many of the newest as the budget needs: one large pong may displace several.
+            while held + buf.len() > PONG_BUDGET {
+                let Some(dropped) = self.pongs.pop() else {
+                    break;
+                };
+                held -= dropped.len();
             }
             self.pongs.push(buf.to_vec());
         } else {

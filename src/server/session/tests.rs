@@ -160,6 +160,25 @@ fn a_ping_flood_leaves_a_budget_of_pongs_and_counts_toward_the_rate() {
     assert_eq!(s.reason(), Some(CloseReason::Policy));
 }
 
+/// Found by the `frames` fuzz target: many small pongs held, then a large one; dropping only the
+/// newest small one left the pongs over the budget.
+#[test]
+fn a_large_ping_after_small_ones_stays_within_the_pong_budget() {
+    let mut input = Vec::new();
+    for _ in 0..PONG_BUDGET / 2 {
+        input.extend(client(0x89, b""));
+    }
+    input.extend(client(0x89, &[7; 125]));
+    let mut s = session();
+    let (got, out) = run(&mut s, &input, input.len());
+    assert!(got.is_empty());
+    assert!(out.len() <= PONG_BUDGET, "{} bytes of pongs", out.len());
+    assert!(
+        out.ends_with(&wire::frame_with_opcode(0xA, &[7; 125])),
+        "the latest last"
+    );
+}
+
 #[test]
 fn early_bytes_are_decoded_by_an_empty_feed() {
     let mut s = Session::new(1000, 0, true, client(0x81, b"early"), Instant::now());
