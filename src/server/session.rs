@@ -143,6 +143,12 @@ impl Bucket {
 }
 
 /// tungstenite's settings for one connection.
+/// A server-side tungstenite context for a room's limit, holding nothing yet.
+fn new_context(max_message_size: usize) -> Box<WebSocketContext> {
+    let config = Some(ws_config(max_message_size));
+    Box::new(WebSocketContext::new(Role::Server, config))
+}
+
 pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_SIZE)
@@ -171,7 +177,13 @@ struct Io<'a> {
 
 /// One connection's WebSocket state.
 pub struct Session {
-    ctx: WebSocketContext,
+    /// tungstenite, only while it is needed: made for a frame the quick path does not decode,
+    /// and let go once it holds nothing again with the WebSocket still open (an idle connection
+    /// keeps none: some 530 bytes with its read buffer). Kept from the moment it may hold part of
+    /// a frame or message, once the close handshake has begun, and on a compressed connection.
+    ctx: Option<Box<WebSocketContext>>,
+    /// The room's message size limit, for a context made later.
+    max_message_size: usize,
     phase: Phase,
     /// Tokens for the room's message rate; unused when the rate is 0.
     bucket: Bucket,
@@ -224,14 +236,17 @@ impl Session {
     ) -> Self {
         let config = Some(ws_config(max_message_size));
         let tungstenite_holds = !early.is_empty() && !deflate;
-        let (ctx, early) = if early.is_empty() || deflate {
-            (WebSocketContext::new(Role::Server, config), early)
+        let (ctx, early) = if deflate {
+            (Some(new_context(max_message_size)), early)
+        } else if early.is_empty() {
+            (None, early)
         } else {
             let ctx = WebSocketContext::from_partially_read(early, Role::Server, config);
-            (ctx, Vec::new())
+            (Some(Box::new(ctx)), Vec::new())
         };
         Session {
             ctx,
+            max_message_size,
             phase: Phase::Open,
             bucket: Bucket::new(rate, now),
             may_publish,
@@ -272,10 +287,13 @@ impl Session {
         if let Some(intake) = &mut self.intake {
             intake.set_max_message_size(max);
         }
-        self.ctx.set_config(|c| {
-            c.max_message_size = Some(max);
-            c.max_frame_size = Some(max);
-        });
+        self.max_message_size = max;
+        if let Some(ctx) = &mut self.ctx {
+            ctx.set_config(|c| {
+                c.max_message_size = Some(max);
+                c.max_frame_size = Some(max);
+            });
+        }
     }
 
     /// Decode `input` (possibly empty, to process bytes given to [`Session::new`]): every complete
@@ -360,11 +378,7 @@ impl Session {
             input = rest;
             let simple = head.fin && head.rsv == 0 && head.masked && matches!(head.opcode, 1 | 2);
             let payload = &frame[head.header..];
-            let c = self.ctx.get_config();
-            let max = c
-                .max_message_size
-                .min(c.max_frame_size)
-                .unwrap_or(usize::MAX);
+            let max = self.max_message_size;
             if !simple || payload.len() > QUICK_MAX.min(max) {
                 // Control frames, oddities (tungstenite fails them) and long frames: whole, to
                 // tungstenite. The first frame of a fragmented message leaves it holding that.
@@ -394,6 +408,10 @@ impl Session {
                 return Some(RATE_LIMIT);
             }
             publish(op, message);
+        }
+        if input.is_empty() && !self.tungstenite_holds && self.phase == Phase::Open {
+            // Whole frames only (control frames, long messages): nothing was left in tungstenite.
+            self.ctx = None;
         }
         if input.is_empty() || matches!(self.phase, Phase::Lingering { .. } | Phase::Closed { .. })
         {
@@ -497,8 +515,10 @@ impl Session {
         publish: &mut impl FnMut(Opcode, &[u8]),
     ) -> Option<Failure> {
         let mut a = Adapter { input, out, pongs };
+        let max = self.max_message_size;
+        let ctx = self.ctx.get_or_insert_with(|| new_context(max));
         loop {
-            match self.ctx.read(&mut a) {
+            match ctx.read(&mut a) {
                 Ok(Message::Text(_) | Message::Binary(_))
                     if self.phase == Phase::Open && !self.may_publish =>
                 {
@@ -575,7 +595,9 @@ impl Session {
             code: code.into(),
             reason: text.into(),
         };
-        let ok = self.ctx.close(&mut a, Some(frame)).is_ok();
+        let max = self.max_message_size;
+        let ctx = self.ctx.get_or_insert_with(|| new_context(max));
+        let ok = ctx.close(&mut a, Some(frame)).is_ok();
         self.reason = Some(reason);
         if ok {
             self.phase = Phase::Closing {

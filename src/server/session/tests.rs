@@ -319,3 +319,49 @@ fn the_quick_path_keeps_the_relay_checks() {
     assert_eq!(want.3, Some(CloseReason::TooBig));
     assert_eq!(seen(fresh(), &input, input.len()), want);
 }
+
+/// An idle connection keeps no tungstenite context: one is made for a frame the quick path does
+/// not decode and let go when it holds nothing; kept once it may hold part of a message, and
+/// once the close handshake has begun.
+#[test]
+fn tungstenite_is_held_only_while_needed() {
+    let mut s = session();
+    assert!(s.ctx.is_none(), "a new session");
+    let (_, out) = run(&mut s, &client(0x89, b"hi"), 64);
+    assert_eq!(out, wire::frame_with_opcode(0xA, b"hi"), "the pong");
+    assert!(s.ctx.is_none(), "after a ping");
+    let long = vec![7u8; QUICK_MAX + 1];
+    let (got, _) = run(&mut s, &client(0x82, &long), 4096);
+    assert_eq!(got, vec![(Opcode::Binary, long)]);
+    assert!(s.ctx.is_none(), "after a message tungstenite decoded whole");
+    let (got, _) = run(&mut s, &client(0x81, b"quick"), 64);
+    assert_eq!(got, vec![(Opcode::Text, b"quick".to_vec())]);
+    assert!(s.ctx.is_none(), "after a quick message");
+
+    let (got, _) = run(&mut s, &client(0x01, b"frag"), 64);
+    assert!(got.is_empty());
+    assert!(s.ctx.is_some(), "while a fragmented message is under way");
+    let (got, _) = run(&mut s, &client(0x80, b"ment"), 64);
+    assert_eq!(got, vec![(Opcode::Text, b"fragment".to_vec())]);
+
+    let mut s = session();
+    let (_, out) = run(&mut s, &client(0x88, &1000u16.to_be_bytes()), 64);
+    assert_eq!(out, wire::close(1000, ""), "the close reply");
+    assert!(s.ctx.is_some() && !s.is_open(), "once the peer closed");
+
+    let mut s = session();
+    let mut out = Vec::new();
+    s.close(
+        1001,
+        "bye",
+        CloseReason::Shutdown,
+        Instant::now(),
+        TIMEOUT,
+        &mut out,
+    );
+    assert_eq!(out, wire::close(1001, "bye"));
+    assert!(s.ctx.is_some(), "once we closed");
+
+    let s = Session::new(1000, 0, true, client(0x81, b"early"), Instant::now());
+    assert!(s.ctx.is_some(), "early bytes go to tungstenite");
+}
