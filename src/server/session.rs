@@ -142,13 +142,19 @@ impl Bucket {
     }
 }
 
-/// tungstenite's settings for one connection.
-/// A server-side tungstenite context for a room's limit, holding nothing yet.
-fn new_context(max_message_size: usize) -> Box<WebSocketContext> {
-    let config = Some(ws_config(max_message_size));
-    Box::new(WebSocketContext::new(Role::Server, config))
+/// The connection's tungstenite context, made (holding nothing, for the room's limit) if it has
+/// none.
+fn context(
+    slot: &mut Option<Box<WebSocketContext>>,
+    max_message_size: usize,
+) -> &mut WebSocketContext {
+    slot.get_or_insert_with(|| {
+        let config = Some(ws_config(max_message_size));
+        Box::new(WebSocketContext::new(Role::Server, config))
+    })
 }
 
+/// tungstenite's settings for one connection.
 pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_SIZE)
@@ -234,15 +240,18 @@ impl Session {
         now: Instant,
         deflate: bool,
     ) -> Self {
-        let config = Some(ws_config(max_message_size));
         let tungstenite_holds = !early.is_empty() && !deflate;
-        let (ctx, early) = if deflate {
-            (Some(new_context(max_message_size)), early)
+        let mut ctx = None;
+        let early = if deflate {
+            context(&mut ctx, max_message_size);
+            early
         } else if early.is_empty() {
-            (None, early)
+            early
         } else {
-            let ctx = WebSocketContext::from_partially_read(early, Role::Server, config);
-            (Some(Box::new(ctx)), Vec::new())
+            let config = Some(ws_config(max_message_size));
+            let c = WebSocketContext::from_partially_read(early, Role::Server, config);
+            ctx = Some(Box::new(c));
+            Vec::new()
         };
         Session {
             ctx,
@@ -515,8 +524,7 @@ impl Session {
         publish: &mut impl FnMut(Opcode, &[u8]),
     ) -> Option<Failure> {
         let mut a = Adapter { input, out, pongs };
-        let max = self.max_message_size;
-        let ctx = self.ctx.get_or_insert_with(|| new_context(max));
+        let ctx = context(&mut self.ctx, self.max_message_size);
         loop {
             match ctx.read(&mut a) {
                 Ok(Message::Text(_) | Message::Binary(_))
@@ -595,9 +603,9 @@ impl Session {
             code: code.into(),
             reason: text.into(),
         };
-        let max = self.max_message_size;
-        let ctx = self.ctx.get_or_insert_with(|| new_context(max));
-        let ok = ctx.close(&mut a, Some(frame)).is_ok();
+        let ok = context(&mut self.ctx, self.max_message_size)
+            .close(&mut a, Some(frame))
+            .is_ok();
         self.reason = Some(reason);
         if ok {
             self.phase = Phase::Closing {
